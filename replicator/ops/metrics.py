@@ -1,0 +1,96 @@
+"""Prometheus metrics. Names are part of the public interface: dashboards and
+alert rules in grafana/ and prometheus/ query them."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS_IN = Counter(
+    "replicator_events_in_total",
+    "Change events read from a source",
+    ["source", "table", "op"],
+    registry=REGISTRY,
+)
+EVENTS_OUT = Counter(
+    "replicator_events_out_total",
+    "Operations finished at a sink, by outcome (ok, skipped, dead_letter, filtered)",
+    ["entity", "op", "outcome"],
+    registry=REGISTRY,
+)
+COMMIT_TO_ACK = Histogram(
+    "replicator_commit_to_ack_seconds",
+    "Time from the source commit to the sink's acknowledgement",
+    ["entity"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+CRM_REQUEST_SECONDS = Histogram(
+    "replicator_crm_request_seconds",
+    "CRM API request latency",
+    ["crm", "method", "resource"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+CRM_RESPONSES = Counter(
+    "replicator_crm_responses_total",
+    "CRM API responses by status code (0 = no response)",
+    ["crm", "method", "resource", "status"],
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "replicator_retries_total",
+    "Operations retried after a transient failure",
+    ["entity", "reason"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "replicator_dead_letters_total",
+    "Operations sent to the dead-letter table",
+    ["entity"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS_OPEN = Gauge(
+    "replicator_dead_letters_open",
+    "Dead letters waiting for replay or discard",
+    registry=REGISTRY,
+)
+SLOT_LAG_BYTES = Gauge(
+    "replicator_slot_lag_bytes",
+    "WAL retained by the replication slot (current WAL LSN minus confirmed_flush_lsn)",
+    ["slot"],
+    registry=REGISTRY,
+)
+PENDING_EVENTS = Gauge(
+    "replicator_pending_events",
+    "Events read but not yet acknowledged by the sink",
+    registry=REGISTRY,
+)
+LAST_ACK_TIMESTAMP = Gauge(
+    "replicator_last_ack_timestamp_seconds",
+    "Unix time of the last sink acknowledgement",
+    registry=REGISTRY,
+)
+SOURCE_POSITION = Gauge(
+    "replicator_source_acked_position",
+    "Highest source position acknowledged back to the source (LSN as a number)",
+    ["stream"],
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "replicator_batch_size",
+    "Changes per pipeline batch, before coalescing",
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 5000),
+    registry=REGISTRY,
+)
+COALESCED = Counter(
+    "replicator_coalesced_total",
+    "Changes folded into a later change of the same key within a batch",
+    registry=REGISTRY,
+)
+HEALTHY = Gauge(
+    "replicator_healthy",
+    "1 when /healthz answers 200",
+    registry=REGISTRY,
+)

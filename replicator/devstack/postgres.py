@@ -73,7 +73,7 @@ class PgCluster:
 
     def execute(self, sql: str, dbname: str = "postgres") -> None:
         with psycopg.connect(self.dsn(dbname), autocommit=True) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute(sql)
 
     def create_database(self, name: str, template: str | None = None, owner: str | None = None) -> None:
         sql = f'CREATE DATABASE "{name}"'
@@ -142,7 +142,17 @@ def start_cluster(
     if not (datadir / "PG_VERSION").exists():
         subprocess.run(
             _as_postgres(
-                [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"]
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(datadir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                ]
             ),
             check=True,
             capture_output=True,

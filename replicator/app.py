@@ -1,0 +1,101 @@
+"""Building the running parts from a validated configuration.
+
+Everything that can be checked before the first event is checked here:
+tables and columns exist, expressions compile, lookups resolve, the state
+schema is current. The CLI commands share these builders.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from replicator.config.model import BottleCrmConfig, Config
+from replicator.mapping.catalog import TableInfo, read_catalog
+from replicator.mapping.entity import Entity, compile_mappings
+from replicator.mapping.plan import Planner
+from replicator.mapping.reader import ErpReader
+from replicator.state import migrations
+from replicator.state.store import StateStore
+
+
+class StartupError(RuntimeError):
+    """A problem that stops the service before it reads anything, with its fix."""
+
+
+def mapped_tables(config: Config) -> list[str]:
+    tables: list[str] = []
+    for entity in config.mappings.values():
+        for table in [
+            entity.table,
+            *(r.table if "." in r.table else f"public.{r.table}" for r in entity.related.values()),
+        ]:
+            if table not in tables:
+                tables.append(table)
+    return tables
+
+
+def load_catalog(config: Config) -> dict[str, TableInfo]:
+    try:
+        with psycopg.connect(config.erp.dsn.get_secret_value(), connect_timeout=10) as conn:
+            return read_catalog(conn, mapped_tables(config))
+    except psycopg.OperationalError as exc:
+        raise StartupError(f"cannot connect to the ERP database (erp.dsn): {str(exc).strip()}") from None
+
+
+def build_entities(config: Config, catalog: dict[str, TableInfo] | None = None) -> dict[str, Entity]:
+    return compile_mappings(config.mappings, catalog if catalog is not None else load_catalog(config))
+
+
+def make_sink(config: Config) -> Any:
+    crm = config.crm
+    if isinstance(crm, BottleCrmConfig):
+        from replicator.sinks.bottlecrm import BottleCrmSink
+
+        return BottleCrmSink(
+            crm.url,
+            crm.token.get_secret_value(),
+            external_id_field=crm.external_id_field,
+            concurrency=crm.concurrency,
+            timeout=crm.timeout_s,
+        )
+    from replicator.sinks.null import NullSink
+
+    return NullSink()
+
+
+def open_store(config: Config) -> StateStore:
+    dsn = config.state_dsn
+    try:
+        waiting = migrations.pending(dsn)
+    except psycopg.OperationalError as exc:
+        raise StartupError(f"cannot connect to the state database (state.dsn): {str(exc).strip()}") from None
+    if waiting:
+        names = ", ".join(m.path.name for m in waiting)
+        raise StartupError(f"state schema is not current (pending: {names}); run `replicator setup`")
+    return StateStore(dsn)
+
+
+@dataclass
+class Parts:
+    config: Config
+    entities: dict[str, Entity]
+    planner: Planner
+    reader: ErpReader
+    store: StateStore
+    sink: Any
+
+    def close(self) -> None:
+        for closer in (self.sink.close, self.reader.close, self.store.close):
+            with suppress(Exception):
+                closer()
+
+
+def build(config: Config) -> Parts:
+    entities = build_entities(config)
+    store = open_store(config)
+    reader = ErpReader(config.erp.dsn.get_secret_value(), config.erp.timezone)
+    return Parts(config, entities, Planner(entities), reader, store, make_sink(config))

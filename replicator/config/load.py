@@ -1,0 +1,132 @@
+"""Reading the YAML document: `${VAR}` interpolation and errors that name the place."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from replicator.config.model import Config
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A problem in the configuration file, located by document path (and line when known)."""
+
+    def __init__(self, file: str, problems: list[tuple[str, int | None, str]]) -> None:
+        self.file = file
+        self.problems = problems
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        lines = [f"invalid configuration in {self.file}:"]
+        for path, line, message in self.problems:
+            where = f"{self.file}:{line}" if line else self.file
+            lines.append(f"  {path or '<document>'} ({where}): {message}")
+        return "\n".join(lines)
+
+
+def _interpolate(value: Any, path: str, env: Mapping[str, str], missing: list[tuple[str, str]]) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            missing.append((path, name))
+            return ""
+
+        return _VAR.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), env, missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}.{i}", env, missing) for i, v in enumerate(value)]
+    return value
+
+
+def _line_index(node: yaml.Node, path: tuple[str, ...] = (), out: dict[tuple[str, ...], int] | None = None) -> dict:
+    """Document path -> 1-based line, so an error can point into the file."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, child in node.value:
+            _line_index(child, (*path, str(key.value)), out)
+            out[(*path, str(key.value))] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, child in enumerate(node.value):
+            _line_index(child, (*path, str(i)), out)
+    return out
+
+
+def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(file, [("", mark.line + 1 if mark else None, f"not valid YAML: {exc}")]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(file, [("", None, "expected a mapping with erp, crm and mappings sections")])
+    lines = _line_index(node) if node is not None else {}
+    missing: list[tuple[str, str]] = []
+    data = _interpolate(raw, "", env, missing)
+    if missing:
+        raise ConfigError(
+            file,
+            [
+                (path, lines.get(tuple(path.split("."))), f"environment variable {name} is not set; export it")
+                for path, name in missing
+            ],
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(str(p) for p in err["loc"] if not _is_union_tag(p))
+            # A message from a model validator already carries its own path.
+            message = err["msg"].removeprefix("Value error, ")
+            path = ".".join(loc)
+            if not path and ":" in message:
+                path, _, message = message.partition(": ")
+                loc = tuple(path.split("."))
+            problems.append((path, _nearest_line(lines, loc), _explain(err["type"], message)))
+        raise ConfigError(file, problems) from None
+
+
+def _is_union_tag(part: Any) -> bool:
+    return part in ("bottlecrm", "null", "pg_slot")
+
+
+def _nearest_line(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int | None:
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+
+def _explain(kind: str, message: str) -> str:
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see examples/erp/replicator.yaml)"
+    return message
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [("", None, f"cannot read: {exc.strerror}")]) from None
+    return parse_config(text, str(path), env)

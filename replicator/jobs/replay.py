@@ -1,0 +1,60 @@
+"""Dead-letter replay: re-sync each record from the ERP's current row.
+
+Replaying the stored payload could resurrect a state the ERP has moved past;
+re-reading the row applies the record's latest state instead (or its removal,
+when the row is gone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from replicator.app import Parts
+from replicator.change import Change, Op, Position
+from replicator.pipeline.processor import Processor
+
+
+@dataclass
+class ReplayResult:
+    letter_id: int
+    entity: str
+    erp_key: str
+    ok: bool
+    detail: str = ""
+
+
+def replay(parts: Parts, *, ids: Sequence[int] | None = None, entity: str | None = None) -> list[ReplayResult]:
+    processor = Processor(parts.planner, parts.reader, parts.store, parts.sink, parts.config.pipeline.retry)
+    results = []
+    for letter in parts.store.dead_letters(status="open", entity=entity, ids=ids):
+        ent = parts.entities.get(letter.entity)
+        key = (letter.payload or {}).get("key") if isinstance(letter.payload, dict) else None
+        if ent is None or letter.erp_key == "*" or key is None:
+            results.append(
+                ReplayResult(
+                    letter.id,
+                    letter.entity,
+                    letter.erp_key,
+                    False,
+                    "nothing to replay (a report, or an unknown entity): discard it",
+                )
+            )
+            continue
+        key_t = tuple(key)
+        rows = parts.reader.rows_by_key(ent.table, ent.key, [key_t], types=ent.key_types)
+        row = next(iter(rows.values()), None)
+        position = Position("replay", letter.id)
+        if row is None:
+            change = Change(
+                "replay", ent.table, Op.DELETE, key_t, dict(zip(ent.key, key_t, strict=True)), None, position
+            )
+        else:
+            change = Change("replay", ent.table, Op.READ, ent.key_of(row), None, row, position)
+        report = processor.process([change])
+        still_open = parts.store.dead_letters(status="open", ids=[letter.id])
+        if report.dead_lettered == 0 and still_open:
+            parts.store.resolve_dead_letter(letter.id, "replayed")  # nothing to send: the CRM already agrees
+            still_open = []
+        results.append(ReplayResult(letter.id, letter.entity, letter.erp_key, not still_open, "; ".join(report.errors)))
+    return results

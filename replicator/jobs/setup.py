@@ -1,0 +1,62 @@
+"""`replicator setup`: state schema, publication, slot, CRM external-id fields."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+
+from replicator.app import build_entities, make_sink, mapped_tables
+from replicator.config.model import Config
+from replicator.sources import pg_slot
+from replicator.state import migrations
+
+
+@dataclass
+class Step:
+    what: str
+    detail: str
+
+
+def setup(config: Config, *, crm: bool = True) -> list[Step]:
+    steps: list[Step] = []
+    applied = migrations.migrate(config.state_dsn)
+    steps.append(Step("state schema", f"applied {', '.join(m.path.name for m in applied)}" if applied else "current"))
+    build_entities(config)  # refuse to publish tables for a mapping that does not compile
+    dsn = config.erp.dsn.get_secret_value()
+    tables = mapped_tables(config)
+    pg_slot.create_publication(dsn, config.source.publication, tables)
+    steps.append(Step(f"publication {config.source.publication}", ", ".join(tables)))
+    created = pg_slot.create_slot(dsn, config.source.slot)
+    steps.append(Step(f"slot {config.source.slot}", "created" if created else "exists"))
+    if crm:
+        sink = make_sink(config)
+        try:
+            ensure = getattr(sink, "ensure_setup", None)
+            if ensure is not None:
+                ensure()
+                steps.append(Step(f"CRM {sink.name}", "external-id fields present"))
+        finally:
+            sink.close()
+    return steps
+
+
+def role_script() -> str:
+    return (migrations.sql_dir() / "roles" / "replicator_role.sql").read_text()
+
+
+def apply_role_script(dsn: str, role: str, password: str | None) -> None:
+    """Run the role script through psql, which understands its \\gexec and \\if."""
+    args = [
+        "psql",
+        dsn,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-v",
+        f"role={role}",
+        "-f",
+        str(migrations.sql_dir() / "roles" / "replicator_role.sql"),
+    ]
+    if password:
+        quoted = password.replace("'", "''")
+        args[3:3] = ["-v", f"password='{quoted}'"]
+    subprocess.run(args, check=True, capture_output=True, text=True)

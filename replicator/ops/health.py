@@ -1,0 +1,63 @@
+"""What /healthz reports: not "the process is alive" but "work is moving"."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from replicator.ops import metrics
+
+
+@dataclass
+class Verdict:
+    healthy: bool
+    reasons: list[str]
+    pending: int
+    seconds_since_progress: float
+
+
+class Health:
+    def __init__(self, stall_timeout_s: float) -> None:
+        self.stall_timeout_s = stall_timeout_s
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._last_progress = time.monotonic()
+        self._source_ok = False
+        self._source_error: str | None = None
+
+    def source_connected(self) -> None:
+        with self._lock:
+            self._source_ok, self._source_error = True, None
+
+    def source_failed(self, error: str) -> None:
+        with self._lock:
+            self._source_ok, self._source_error = False, error
+
+    def set_pending(self, n: int) -> None:
+        with self._lock:
+            if n == 0:
+                # Nothing waiting is progress too: an idle pipeline is not a stalled one.
+                self._last_progress = time.monotonic()
+            self._pending = n
+        metrics.PENDING_EVENTS.set(n)
+
+    def acked(self) -> None:
+        with self._lock:
+            self._last_progress = time.monotonic()
+        metrics.LAST_ACK_TIMESTAMP.set(time.time())
+
+    def verdict(self) -> Verdict:
+        with self._lock:
+            idle_for = time.monotonic() - self._last_progress
+            reasons = []
+            if not self._source_ok:
+                reasons.append(f"source not connected: {self._source_error or 'starting'}")
+            if self._pending > 0 and idle_for > self.stall_timeout_s:
+                reasons.append(
+                    f"stalled: {self._pending} events pending and nothing acknowledged for {idle_for:.0f}s "
+                    f"(limit {self.stall_timeout_s:.0f}s)"
+                )
+            verdict = Verdict(not reasons, reasons, self._pending, idle_for)
+        metrics.HEALTHY.set(1 if verdict.healthy else 0)
+        return verdict

@@ -1,0 +1,228 @@
+"""One batch through mapping and the sink, with retries, dead letters and state.
+
+When `process` returns, every change of the batch is resolved: applied,
+skipped, or parked as a dead letter. Only then may the caller acknowledge the
+batch's source positions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from replicator.change import Change, Op
+from replicator.config.model import RetryConfig
+from replicator.mapping.plan import Planned, Planner, Target
+from replicator.mapping.reader import ErpReader
+from replicator.ops import metrics
+from replicator.pipeline.coalesce import coalesce
+from replicator.pipeline.retry import backoff
+from replicator.sinks.base import Action, Operation, Outcome, Result, Sink
+from replicator.state.store import StateStore, SyncRecord
+
+log = structlog.get_logger()
+
+_STATUS = {Action.UPSERT: "synced", Action.ARCHIVE: "archived", Action.DELETE: "deleted"}
+
+
+class Interrupted(Exception):
+    """Stop was requested while a batch waited to retry; nothing of it is acknowledged."""
+
+
+@dataclass
+class BatchReport:
+    changes: int = 0
+    applied: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    created: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Processor:
+    def __init__(
+        self,
+        planner: Planner,
+        reader: ErpReader,
+        store: StateStore,
+        sink: Sink,
+        retry: RetryConfig,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.planner = planner
+        self.reader = reader
+        self.store = store
+        self.sink = sink
+        self.retry = retry
+        self.stop = stop or threading.Event()
+        self._force = False
+
+    def process(self, changes: Sequence[Change], *, force: bool = False) -> BatchReport:
+        """`force` re-sends records even when the CRM acknowledged the same payload before."""
+        self._force = force
+        report = BatchReport(changes=len(changes))
+        if not changes:
+            return report
+        metrics.BATCH_SIZE.observe(len(changes))
+        folded = coalesce(changes)
+        metrics.COALESCED.inc(len(changes) - len(folded))
+        for change in folded:
+            if change.op is Op.TRUNCATE:
+                self._report_truncate(change)
+        targets = self.planner.targets(folded, self.reader)
+        targets = self.planner.missing_parents(targets, self.store.crm_ids, self.reader) + targets
+        for rank in self.planner.ranks():
+            group = [t for t in targets if t.entity.rank == rank]
+            if group:
+                self._process_rank(group, report)
+        return report
+
+    def _process_rank(self, group: list[Target], report: BatchReport) -> None:
+        hashes = _no_hashes if self._force else self.store.last_hashes
+        planned = self.planner.plan(group, self.reader, self.store.crm_ids, hashes)
+        records: list[SyncRecord] = []
+        work: list[Planned] = []
+        for p in planned:
+            entity, op_code = p.target.entity.name, p.target.change.op.value
+            if p.skip is not None:
+                report.skipped += 1
+                metrics.EVENTS_OUT.labels(entity, op_code, p.skip.value).inc()
+            elif p.error is not None:
+                self._dead_letter(p, p.error, None, 1)
+                report.dead_lettered += 1
+                report.errors.append(p.error)
+            else:
+                work.append(p)
+        if work:
+            self._apply(work, records, report)
+        self.store.record(records)
+
+    def _apply(self, work: list[Planned], records: list[SyncRecord], report: BatchReport) -> None:
+        pending = work
+        attempt = 1
+        while pending:
+            ops: list[Operation] = [p.op for p in pending if p.op is not None]
+            results = self.sink.apply(ops, self.store)
+            retry: list[tuple[Planned, Result]] = []
+            for p, result in zip(pending, results, strict=True):
+                assert p.op is not None
+                if result.outcome is Outcome.OK:
+                    records.append(self._synced(p, result))
+                    report.applied += 1
+                    report.created += int(result.created)
+                    self._observe_ack(p)
+                elif result.outcome is Outcome.PERMANENT:
+                    self._fail(p, result.error or "rejected", attempt, records, report)
+                else:
+                    retry.append((p, result))
+            if not retry:
+                return
+            if attempt >= self.retry.max_attempts:
+                for p, result in retry:
+                    self._fail(p, f"gave up after {attempt} attempts: {result.error}", attempt, records, report)
+                return
+            wait = backoff(attempt, self.retry, max((r.retry_after or 0.0) for _, r in retry) or None)
+            for p, result in retry:
+                metrics.RETRIES.labels(p.target.entity.name, _reason(result)).inc()
+            log.warning("retrying", count=len(retry), attempt=attempt, wait_s=round(wait, 2), error=retry[0][1].error)
+            if self.stop.wait(wait):
+                # Keep what already succeeded: its state is written, its CRM effect is done.
+                self.store.record(records)
+                records.clear()
+                raise Interrupted()
+            pending = [p for p, _ in retry]
+            attempt += 1
+
+    def _synced(self, p: Planned, result: Result) -> SyncRecord:
+        assert p.op is not None
+        metrics.EVENTS_OUT.labels(p.target.entity.name, p.target.change.op.value, "ok").inc()
+        return SyncRecord(
+            entity=p.op.entity,
+            erp_key=p.op.external_id,
+            status=_STATUS[p.op.action],
+            last_op=p.target.change.op.value,
+            action=p.op.action.value,
+            crm_object=p.op.object,
+            crm_id=result.crm_id or p.op.crm_id,
+            payload_hash=p.op.payload_hash,
+            position=str(p.target.change.position),
+        )
+
+    def _fail(self, p: Planned, reason: str, attempts: int, records: list[SyncRecord], report: BatchReport) -> None:
+        assert p.op is not None
+        self._dead_letter(p, reason, p.op, attempts)
+        records.append(
+            SyncRecord(
+                entity=p.op.entity,
+                erp_key=p.op.external_id,
+                status="failed",
+                last_op=p.target.change.op.value,
+                action=p.op.action.value,
+                crm_id=p.op.crm_id,
+                position=str(p.target.change.position),
+                error=reason,
+            )
+        )
+        report.dead_lettered += 1
+        report.errors.append(reason)
+
+    def _dead_letter(self, p: Planned, reason: str, op: Operation | None, attempts: int) -> None:
+        entity = p.target.entity
+        try:
+            erp_key = entity.external_id_of(p.target.key)
+        except Exception:
+            erp_key = repr(p.target.key)
+        payload = {"key": list(p.target.key), "record": op.record if op else None, "action": op.action if op else None}
+        self.store.dead_letter(
+            entity=entity.name,
+            erp_key=erp_key,
+            op=p.target.change.op.value,
+            reason=reason,
+            payload=payload,
+            source_table=p.target.change.table,
+            position=str(p.target.change.position),
+            attempts=attempts,
+        )
+        metrics.DEAD_LETTERS.labels(entity.name).inc()
+        metrics.EVENTS_OUT.labels(entity.name, p.target.change.op.value, "dead_letter").inc()
+        log.error("dead letter", entity=entity.name, erp_key=erp_key, reason=reason)
+
+    def _report_truncate(self, change: Change) -> None:
+        for entity in self.planner.entities.values():
+            if entity.table != change.table:
+                continue
+            reason = (
+                f"TRUNCATE of {change.table} was not propagated: the CRM still holds its records; "
+                "run `replicator reconcile --repair` to remove them, then discard this letter"
+            )
+            self.store.dead_letter(
+                entity=entity.name,
+                erp_key="*",
+                op="t",
+                reason=reason,
+                payload=None,
+                source_table=change.table,
+                position=str(change.position),
+            )
+            metrics.EVENTS_OUT.labels(entity.name, "t", "reported").inc()
+            log.warning("truncate reported", table=change.table, entity=entity.name)
+
+    @staticmethod
+    def _observe_ack(p: Planned) -> None:
+        ts = p.target.change.commit_ts
+        if ts is not None:
+            metrics.COMMIT_TO_ACK.labels(p.target.entity.name).observe(max(0.0, time.time() - ts.timestamp()))
+
+
+def _no_hashes(entity: str, keys: object) -> dict[str, tuple[str | None, str]]:
+    return {}
+
+
+def _reason(result: Result) -> str:
+    if result.status_code:
+        return str(result.status_code)
+    return "error"

@@ -1,0 +1,270 @@
+"""The state store: checkpoints, id map, idempotency ledger, sync state, dead letters.
+
+All of it lives in the `replicator` schema so that ops can query it with SQL.
+One connection per store; a lock makes it safe for the sink's worker threads,
+whose ledger calls are short single statements.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from replicator.sinks.base import Operation
+
+
+@dataclass(slots=True)
+class SyncRecord:
+    """What the pipeline learned about one record after a sink call."""
+
+    entity: str
+    erp_key: str
+    status: str  # synced, failed, deleted, archived, filtered
+    last_op: str
+    action: str | None = None
+    crm_object: str | None = None
+    crm_id: str | None = None
+    payload_hash: str | None = None
+    position: str | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    id: int
+    entity: str
+    erp_key: str
+    source_table: str | None
+    op: str
+    reason: str
+    payload: Any
+    source_position: str | None
+    attempts: int
+    status: str
+    first_seen: datetime
+    last_seen: datetime
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+class StateStore:
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn = psycopg.connect(dsn, autocommit=True)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- checkpoints -------------------------------------------------------
+    def save_checkpoint(self, stream: str, position: str, offset: int) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO replicator.checkpoints (stream, position, offset_num) VALUES (%s, %s, %s) "
+                "ON CONFLICT (stream) DO UPDATE SET position = excluded.position, "
+                "offset_num = excluded.offset_num, updated_at = now()",
+                (stream, position, offset),
+            )
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._conn.cursor(row_factory=dict_row)
+            return cur.execute("SELECT * FROM replicator.checkpoints ORDER BY stream").fetchall()
+
+    # -- id map ------------------------------------------------------------
+    def crm_ids(self, entity: str, erp_keys: Iterable[str]) -> dict[str, str]:
+        keys = list(set(erp_keys))
+        if not keys:
+            return {}
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT erp_key, crm_id FROM replicator.id_map WHERE entity = %s AND erp_key = ANY(%s)",
+                (entity, keys),
+            ).fetchall()
+        return dict(rows)
+
+    def last_hashes(self, entity: str, erp_keys: Iterable[str]) -> dict[str, tuple[str | None, str]]:
+        """erp_key -> (last acknowledged payload hash, status)."""
+        keys = list(set(erp_keys))
+        if not keys:
+            return {}
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT erp_key, last_hash, status FROM replicator.sync_state WHERE entity = %s AND erp_key = ANY(%s)",
+                (entity, keys),
+            ).fetchall()
+        return {k: (h, s) for k, h, s in rows}
+
+    # -- ledger (IntentLedger) -------------------------------------------
+    def begin_create(self, op: Operation) -> bool:
+        with self._lock, self._conn.transaction():
+            earlier = self._conn.execute(
+                "SELECT 1 FROM replicator.ledger WHERE entity = %s AND erp_key = %s AND status = 'pending' LIMIT 1",
+                (op.entity, op.external_id),
+            ).fetchone()
+            self._conn.execute(
+                "INSERT INTO replicator.ledger (idempotency_key, entity, erp_key, action, payload_hash, status) "
+                "VALUES (%s, %s, %s, %s, %s, 'pending') ON CONFLICT (idempotency_key) DO NOTHING",
+                (op.idempotency_key, op.entity, op.external_id, op.action.value, op.payload_hash),
+            )
+        return earlier is not None
+
+    def finish_create(self, op: Operation, crm_id: str) -> None:
+        with self._lock, self._conn.transaction():
+            # Every pending intent of this record is resolved by the one create that won.
+            self._conn.execute(
+                "UPDATE replicator.ledger SET status = 'done', crm_id = %s, completed_at = now() "
+                "WHERE entity = %s AND erp_key = %s AND status = 'pending'",
+                (crm_id, op.entity, op.external_id),
+            )
+            self._upsert_id(op.entity, op.external_id, op.object, crm_id)
+
+    def _upsert_id(self, entity: str, erp_key: str, crm_object: str, crm_id: str) -> None:
+        # A CRM id re-used by another key means that key's record was merged or
+        # claimed: the newest owner wins, so drop the stale mapping first.
+        self._conn.execute(
+            "DELETE FROM replicator.id_map WHERE crm_object = %s AND crm_id = %s AND (entity, erp_key) <> (%s, %s)",
+            (crm_object, crm_id, entity, erp_key),
+        )
+        self._conn.execute(
+            "INSERT INTO replicator.id_map (entity, erp_key, crm_object, crm_id) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (entity, erp_key) DO UPDATE SET crm_id = excluded.crm_id, "
+            "crm_object = excluded.crm_object, updated_at = now()",
+            (entity, erp_key, crm_object, crm_id),
+        )
+
+    # -- sync state --------------------------------------------------------
+    def record(self, records: Sequence[SyncRecord]) -> None:
+        """Persist outcomes of one sink call in one transaction."""
+        if not records:
+            return
+        with self._lock, self._conn.transaction():
+            for r in records:
+                if r.status in ("synced", "archived") and r.crm_id and r.crm_object:
+                    self._upsert_id(r.entity, r.erp_key, r.crm_object, r.crm_id)
+                elif r.status == "deleted":
+                    self._conn.execute(
+                        "DELETE FROM replicator.id_map WHERE entity = %s AND erp_key = %s", (r.entity, r.erp_key)
+                    )
+                if r.status == "failed":
+                    self._conn.execute(
+                        "INSERT INTO replicator.sync_state (entity, erp_key, crm_id, status, last_op, last_action, "
+                        "last_position, last_error, last_error_at, attempts) "
+                        "VALUES (%s, %s, %s, 'failed', %s, %s, %s, %s, now(), 1) "
+                        "ON CONFLICT (entity, erp_key) DO UPDATE SET status = 'failed', last_op = excluded.last_op, "
+                        "last_action = excluded.last_action, last_position = excluded.last_position, "
+                        "last_error = excluded.last_error, last_error_at = now(), "
+                        "attempts = replicator.sync_state.attempts + 1, updated_at = now()",
+                        (r.entity, r.erp_key, r.crm_id, r.last_op, r.action, r.position, r.error),
+                    )
+                else:
+                    self._conn.execute(
+                        "INSERT INTO replicator.sync_state (entity, erp_key, crm_id, status, last_op, last_action, "
+                        "last_hash, last_position, last_synced_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now()) "
+                        "ON CONFLICT (entity, erp_key) DO UPDATE SET crm_id = excluded.crm_id, "
+                        "status = excluded.status, last_op = excluded.last_op, last_action = excluded.last_action, "
+                        "last_hash = excluded.last_hash, last_position = excluded.last_position, "
+                        "last_synced_at = now(), last_error = NULL, attempts = 0, updated_at = now()",
+                        (r.entity, r.erp_key, r.crm_id, r.status, r.last_op, r.action, r.payload_hash, r.position),
+                    )
+                    # A success supersedes an open dead letter for the same record.
+                    self._conn.execute(
+                        "UPDATE replicator.dead_letters SET status = 'replayed', resolved_at = now() "
+                        "WHERE entity = %s AND erp_key = %s AND status = 'open'",
+                        (r.entity, r.erp_key),
+                    )
+
+    # -- dead letters ------------------------------------------------------
+    def dead_letter(
+        self,
+        *,
+        entity: str,
+        erp_key: str,
+        op: str,
+        reason: str,
+        payload: Any,
+        source_table: str | None = None,
+        position: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        body = Jsonb(orjson.loads(orjson.dumps(payload, default=_json_default))) if payload is not None else None
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO replicator.dead_letters (entity, erp_key, source_table, op, reason, payload, "
+                "source_position, attempts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (entity, erp_key) WHERE status = 'open' DO UPDATE SET reason = excluded.reason, "
+                "payload = excluded.payload, op = excluded.op, source_position = excluded.source_position, "
+                "attempts = replicator.dead_letters.attempts + excluded.attempts, last_seen = now()",
+                (entity, erp_key, source_table, op, reason, body, position, attempts),
+            )
+
+    def dead_letters(
+        self, *, status: str | None = "open", entity: str | None = None, ids: Sequence[int] | None = None
+    ) -> list[DeadLetter]:
+        sql = "SELECT * FROM replicator.dead_letters WHERE true"
+        params: list[Any] = []
+        if status:
+            sql += " AND status = %s"
+            params.append(status)
+        if entity:
+            sql += " AND entity = %s"
+            params.append(entity)
+        if ids:
+            sql += " AND id = ANY(%s)"
+            params.append(list(ids))
+        sql += " ORDER BY id"
+        with self._lock:
+            cur = self._conn.cursor(row_factory=dict_row)
+            rows = cur.execute(sql, params).fetchall()
+        return [
+            DeadLetter(
+                id=r["id"],
+                entity=r["entity"],
+                erp_key=r["erp_key"],
+                source_table=r["source_table"],
+                op=r["op"],
+                reason=r["reason"],
+                payload=r["payload"],
+                source_position=r["source_position"],
+                attempts=r["attempts"],
+                status=r["status"],
+                first_seen=r["first_seen"],
+                last_seen=r["last_seen"],
+            )
+            for r in rows
+        ]
+
+    def resolve_dead_letter(self, letter_id: int, status: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE replicator.dead_letters SET status = %s, resolved_at = now() WHERE id = %s",
+                (status, letter_id),
+            )
+
+    def open_dead_letters(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT count(*) FROM replicator.dead_letters WHERE status = 'open'").fetchone()
+        return int(row[0]) if row else 0
+
+    def sync_summary(self) -> list[tuple[str, str, int]]:
+        with self._lock:
+            return [
+                (e, s, int(n))
+                for e, s, n in self._conn.execute(
+                    "SELECT entity, status, count(*) FROM replicator.sync_state GROUP BY 1, 2 ORDER BY 1, 2"
+                ).fetchall()
+            ]
+
+    @staticmethod
+    def dumps(value: Any) -> str:
+        return orjson.dumps(value, default=_json_default).decode()

@@ -25,7 +25,10 @@ RUN pip install . \
 WORKDIR /
 USER replicator
 
-# /metrics and /healthz, on metrics.listen (default 0.0.0.0:9108).
+# /metrics and /healthz on metrics.listen. The built-in default 127.0.0.1:9108 is unreachable from
+# other containers; configs that say `listen: ${REPLICATOR_METRICS_LISTEN:-127.0.0.1:9108}` (as the
+# sample does) pick up this image default instead.
+ENV REPLICATOR_METRICS_LISTEN=0.0.0.0:9108
 EXPOSE 9108
 
 # slim has no curl: probe with the interpreter. Override REPLICATOR_HEALTH_URL if metrics.listen

@@ -3,7 +3,7 @@ INSERT INTO customers (code, name, industry, website, credit_limit, active, note
 SELECT format('C%04s', g),
        (ARRAY['Acme', 'Globex', 'Initech', 'Umbrella', 'Stark', 'Wayne', 'Wonka', 'Tyrell', 'Cyberdyne', 'Soylent'])[1 + g % 10]
            || ' ' || (ARRAY['Industries', 'Trading', 'Logistics', 'Foods', 'Systems'])[1 + (g / 10) % 5] || ' ' || g,
-       (ARRAY['MANUFACTURING', 'RETAIL', 'TECHNOLOGY', 'FINANCE', NULL])[1 + g % 5],
+       (ARRAY['MFG', 'RETAIL', 'TECH', 'FIN', NULL])[1 + g % 5],
        CASE WHEN g % 3 = 0 THEN NULL ELSE format('https://www.customer%s.example', g) END,
        (g * 1234.5)::numeric(14, 2),
        g % 11 <> 0,

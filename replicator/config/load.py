@@ -104,7 +104,7 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
 
 
 def _is_union_tag(part: Any) -> bool:
-    return part in ("bottlecrm", "null", "pg_slot")
+    return part in ("bottlecrm", "discard", "pg_slot")
 
 
 def _nearest_line(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int | None:

@@ -64,9 +64,9 @@ class BottleCrmConfig(Strict):
 
 
 class NullCrmConfig(Strict):
-    """Accepts everything and keeps nothing: for dry runs and benchmarks."""
+    """Accepts everything and keeps nothing: dry runs and benchmarks (`kind: discard`)."""
 
-    kind: Literal["null"]
+    kind: Literal["discard"]
 
 
 CrmConfig = Annotated[BottleCrmConfig | NullCrmConfig, Field(discriminator="kind")]

@@ -122,8 +122,7 @@ def _run(cmd: list[str], what: str, **kwargs: object) -> subprocess.CompletedPro
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
     if proc.returncode != 0:
         raise RuntimeError(
-            f"could not {what}: `{' '.join(cmd)}` exited {proc.returncode}:\n"
-            + (proc.stdout + proc.stderr)[-3000:]
+            f"could not {what}: `{' '.join(cmd)}` exited {proc.returncode}:\n" + (proc.stdout + proc.stderr)[-3000:]
         )
     return proc
 
@@ -271,9 +270,7 @@ def _reaped(pid: int) -> bool:
     return False
 
 
-def _server_env(
-    venv: Path, workdir: Path, cluster: PgCluster, db: str, role: str, password: str
-) -> dict[str, str]:
+def _server_env(venv: Path, workdir: Path, cluster: PgCluster, db: str, role: str, password: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "DJANGO"))}
     env.update(
         {
@@ -478,8 +475,7 @@ def _wait_ready(crm: BottleCrm, proc: subprocess.Popen[bytes], timeout: float) -
             last = repr(exc)
         time.sleep(0.2)
     raise RuntimeError(
-        f"BottleCRM did not answer within {timeout:.0f}s (last: {last}); log {crm.log_path}:\n"
-        + crm.log_tail()
+        f"BottleCRM did not answer within {timeout:.0f}s (last: {last}); log {crm.log_path}:\n" + crm.log_tail()
     )
 
 
@@ -495,9 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m replicator.devstack.bottlecrm",
         description="Start PostgreSQL + a real BottleCRM, print url/token as JSON, run until SIGTERM.",
     )
-    parser.add_argument(
-        "--workdir", type=Path, help="where the cluster, settings and logs go (default: a temp dir)"
-    )
+    parser.add_argument("--workdir", type=Path, help="where the cluster, settings and logs go (default: a temp dir)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     workdir: Path = args.workdir or Path(tempfile.mkdtemp(prefix="replicator-bottlecrm-"))

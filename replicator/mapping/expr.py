@@ -175,7 +175,7 @@ _ARITH: dict[type[exp.Expr], Callable[[Any, Any], Any]] = {
 }
 _NONDETERMINISTIC = (exp.CurrentTimestamp, exp.CurrentDate, exp.CurrentTime, exp.Rand, exp.CurrentUser)
 _CAST_TYPES: dict[Any, Callable[[list[int]], Callable[[Any], Any]]] = {
-    exp.DataType.Type.TEXT: lambda p: F.to_text,
+    exp.DataType.Type.TEXT: lambda p: F.cast_text,
     exp.DataType.Type.VARCHAR: lambda p: F.to_varchar(p[0] if p else None),
     exp.DataType.Type.INT: lambda p: lambda v: F.to_int(v, "integer"),
     exp.DataType.Type.BIGINT: lambda p: lambda v: F.to_int(v, "bigint"),

@@ -42,7 +42,7 @@ def to_text(v: Any) -> str:
     if t is str:
         return v
     if t is bool:
-        return "true" if v else "false"
+        return "t" if v else "f"  # boolout; only an explicit ::text says "true"
     if t is int:
         return str(v)
     if t is Decimal:
@@ -56,6 +56,13 @@ def to_text(v: Any) -> str:
     if t is dict or t is list:
         return json_text(v)
     return str(v)
+
+
+def cast_text(v: Any) -> str:
+    """``v::text``: like to_text, but booleans read "true"/"false"."""
+    if type(v) is bool:
+        return "true" if v else "false"
+    return to_text(v)
 
 
 def decimal_text(v: Decimal) -> str:
@@ -213,7 +220,7 @@ def to_numeric(v: Any, precision: int | None, scale: int) -> Decimal:
     d = to_decimal(v)
     if precision is None or not d.is_finite():
         return d
-    d = d.quantize(Decimal(1).scaleb(-scale), context=DEC)
+    d = _nz(d.quantize(Decimal(1).scaleb(-scale), context=DEC))
     if d.copy_abs() >= Decimal(1).scaleb(precision - scale):
         raise ExprEvalError(f"numeric field overflow: precision {precision}, scale {scale} cannot hold {d}")
     return d
@@ -265,8 +272,8 @@ def to_json(v: Any) -> Any:
 
 def to_varchar(n: int | None) -> Callable[[Any], str]:
     if n is None:
-        return to_text
-    return lambda v: to_text(v)[:n]  # an explicit cast to varchar(n) truncates silently
+        return cast_text
+    return lambda v: cast_text(v)[:n]  # an explicit cast to varchar(n) truncates silently
 
 
 def coerce_literal(s: str, like: Any) -> Any:
@@ -314,7 +321,7 @@ def add(a: Any, b: Any) -> Any:
     if isinstance(a, datetime) and isinstance(b, timedelta):
         return a + b
     x, y = _num_pair(a, b, "+")
-    return DEC.add(x, y) if type(x) is Decimal else x + y
+    return _nz(DEC.add(x, y)) if type(x) is Decimal else x + y
 
 
 def sub(a: Any, b: Any) -> Any:
@@ -328,14 +335,14 @@ def sub(a: Any, b: Any) -> Any:
     if isinstance(a, datetime) and isinstance(b, datetime | timedelta):
         return a - b
     x, y = _num_pair(a, b, "-")
-    return DEC.subtract(x, y) if type(x) is Decimal else x - y
+    return _nz(DEC.subtract(x, y)) if type(x) is Decimal else x - y
 
 
 def mul(a: Any, b: Any) -> Any:
     if type(a) is int and type(b) is int:
         return a * b
     x, y = _num_pair(a, b, "*")
-    return DEC.multiply(x, y) if type(x) is Decimal else x * y
+    return _nz(DEC.multiply(x, y)) if type(x) is Decimal else x * y
 
 
 def div(a: Any, b: Any) -> Any:
@@ -362,14 +369,19 @@ def mod(a: Any, b: Any) -> Any:
     if not y:
         raise ExprEvalError("division by zero")
     if type(x) is Decimal:
-        return DEC.remainder(x, y)
+        return _nz(DEC.remainder(x, y))
     return math.fmod(x, y)
 
 
 def neg(a: Any) -> Any:
     if isinstance(a, bool) or not isinstance(a, int | float | Decimal | timedelta):
         raise ExprEvalError(f"operator does not exist: - {type(a).__name__}")
-    return a.copy_negate() if type(a) is Decimal else -a  # unary minus on Decimal would round to 28 digits
+    return _nz(a.copy_negate()) if type(a) is Decimal else -a  # unary minus on Decimal would round to 28 digits
+
+
+def _nz(d: Decimal) -> Decimal:
+    # numeric has no negative zero; Decimal does (-1 * 0.00 is -0.00).
+    return d.copy_abs() if not d and d.is_signed() else d
 
 
 def _dscale(d: Decimal) -> int:
@@ -396,24 +408,29 @@ def _numeric_div(x: Decimal, y: Decimal) -> Decimal:
         return Decimal(0).scaleb(-rscale)
     prec = max(1, x.adjusted() - y.adjusted() + 2 + rscale + 2)
     q = Context(prec=prec, rounding=ROUND_DOWN, Emax=999_999, Emin=-999_999).divide(x, y)
-    return q.quantize(Decimal(1).scaleb(-rscale), rounding=ROUND_HALF_UP, context=DEC)
+    return _nz(q.quantize(Decimal(1).scaleb(-rscale), rounding=ROUND_HALF_UP, context=DEC))
 
 
 # ---------------------------------------------------------------- numeric functions
+
+
+def _signed_zero(r: int, x: float) -> float:
+    # float8 keeps the sign of a zero result (ceil(-0.5) is -0), int conversion would not.
+    return math.copysign(0.0, x) if r == 0 else float(r)
 
 
 def _round_dec(d: Decimal, n: int, mode: str) -> Decimal:
     if not d.is_finite():
         return d
     r = d.quantize(Decimal(1).scaleb(-n), rounding=mode, context=DEC)
-    return r if n >= 0 else r.quantize(_ONE, context=DEC)
+    return _nz(r if n >= 0 else r.quantize(_ONE, context=DEC))
 
 
 def round_(v: Any, n: int | None = None) -> Any:
     if n is None:
         if isinstance(v, Decimal):
             return _round_dec(v, 0, ROUND_HALF_UP)
-        return float(round(to_float(v)))  # round(float8) is rint(): half to even
+        return round(to_float(v), 0)  # round(float8) is rint(): half to even, keeps -0
     return _round_dec(to_decimal(v), n, ROUND_HALF_UP)
 
 
@@ -421,20 +438,20 @@ def trunc(v: Any, n: int | None = None) -> Any:
     if n is None:
         if isinstance(v, Decimal):
             return _round_dec(v, 0, ROUND_DOWN)
-        return float(math.trunc(to_float(v)))
+        return _signed_zero(math.trunc(x := to_float(v)), x)
     return _round_dec(to_decimal(v), n, ROUND_DOWN)
 
 
 def floor(v: Any) -> Any:
     if isinstance(v, Decimal):
-        return v.to_integral_value(rounding="ROUND_FLOOR") if v.is_finite() else v
-    return float(math.floor(to_float(v)))
+        return _nz(v.to_integral_value(rounding="ROUND_FLOOR")) if v.is_finite() else v
+    return _signed_zero(math.floor(x := to_float(v)), x)
 
 
 def ceil(v: Any) -> Any:
     if isinstance(v, Decimal):
-        return v.to_integral_value(rounding="ROUND_CEILING") if v.is_finite() else v
-    return float(math.ceil(to_float(v)))
+        return _nz(v.to_integral_value(rounding="ROUND_CEILING")) if v.is_finite() else v
+    return _signed_zero(math.ceil(x := to_float(v)), x)
 
 
 def abs_(v: Any) -> Any:
@@ -469,7 +486,7 @@ def initcap(s: Any) -> str:
     out = []
     in_word = False
     for c in to_text(s):
-        m = c.lower() if in_word else c.upper()
+        m = c.lower()[0] if in_word else c.upper()  # lower()[0]: 'İ' -> 'i', as towlower() does
         out.append(m if len(m) == 1 else c)
         in_word = c.isalnum()
     return "".join(out)
@@ -684,6 +701,8 @@ def json_get_text(v: Any, key: Any) -> str | None:
     r = json_get(v, key)
     if r is None or type(r) is str:
         return r
+    if type(r) is bool:
+        return "true" if r else "false"
     if type(r) is float:
         return format(Decimal(repr(r)), "f") if math.isfinite(r) else json_text(r)
     return to_text(r)

@@ -341,6 +341,13 @@ class PgSlotSource:
         return self._acked
 
     @property
+    def committed(self) -> int:
+        """Final LSN of the last transaction all of whose changes read() has returned
+        (including dropped echo transactions): acking this never splits a transaction."""
+        with self._state:
+            return self._ret_complete
+
+    @property
     def confirmed(self) -> int:
         """The flush LSN last sent to the server."""
         return self._flushed
@@ -486,9 +493,7 @@ class PgSlotSource:
         try:
             return self._rels[oid]
         except KeyError:
-            raise SlotSourceError(
-                f"slot {self.slot}: change for relation {oid} before its Relation message"
-            ) from None
+            raise SlotSourceError(f"slot {self.slot}: change for relation {oid} before its Relation message") from None
 
     def _add_relation(self, rel: po.Relation) -> None:
         convs = build_converters([c.type_oid for c in rel.columns], self.zone, self._type_names)

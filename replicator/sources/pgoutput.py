@@ -172,9 +172,7 @@ class Message:
     content: bytes
 
 
-PgOutputMessage: TypeAlias = (
-    Begin | Commit | Origin | Relation | Type | Insert | Update | Delete | Truncate | Message
-)
+PgOutputMessage: TypeAlias = Begin | Commit | Origin | Relation | Type | Insert | Update | Delete | Truncate | Message
 
 _U8 = struct.Struct("!B")
 _I16 = struct.Struct("!h")

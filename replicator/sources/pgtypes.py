@@ -131,6 +131,10 @@ def parse_interval(s: str) -> timedelta | str:
     return timedelta(days=days, microseconds=micros)
 
 
+def _identity(s: str) -> str:
+    return s
+
+
 def parse_array(s: str, element: Converter = str) -> list[Any]:
     """PG array text syntax → (nested) lists; unquoted NULL → None.
 
@@ -142,8 +146,11 @@ def parse_array(s: str, element: Converter = str) -> list[Any]:
         return []
     inner = s[1:-1]
     if '"' not in inner and "\\" not in inner and "{" not in inner:
-        # The common case: no quoting or nesting, a plain split is exact.
-        return [None if item.upper() == "NULL" else element(item) for item in inner.split(",")]
+        # The common case: no quoting or nesting, a plain split is exact. array_out quotes any
+        # element spelled like null in another case, so only the exact "NULL" is SQL NULL.
+        if element is _identity:
+            return [None if item == "NULL" else item for item in inner.split(",")]
+        return [None if item == "NULL" else element(item) for item in inner.split(",")]
     value, pos = _parse_array_at(s, 0, element)
     if pos != len(s):
         raise ValueError(f"trailing characters in array literal {s!r}")
@@ -193,10 +200,6 @@ def _parse_array_at(s: str, pos: int, element: Converter) -> tuple[list[Any], in
             return out, pos + 1
         else:
             raise ValueError(f"unexpected {s[pos]!r} at {pos} in array literal {s!r}")
-
-
-def _identity(s: str) -> str:
-    return s
 
 
 _SCALARS: dict[int, Converter] = {

@@ -41,9 +41,7 @@ class MemoryLedger:
 
 
 def upsert(obj: str, ext: str, record: dict[str, Any], crm_id: str | None = None) -> Operation:
-    return Operation(
-        entity=obj, object=obj, action=Action.UPSERT, external_id=ext, record=record, crm_id=crm_id
-    )
+    return Operation(entity=obj, object=obj, action=Action.UPSERT, external_id=ext, record=record, crm_id=crm_id)
 
 
 def one(sink: BottleCrmSink, op: Operation, ledger: MemoryLedger | None = None) -> Result:
@@ -181,15 +179,11 @@ def test_lost_id_map_adopts_own_record_on_name_clash(crm: BottleCrmSink) -> None
 
 
 def test_update_of_record_deleted_in_crm_recreates(crm: BottleCrmSink) -> None:
-    old_id = ok(
-        one(crm, upsert("contact", "C-1", {"first_name": "Bob", "last_name": "B", "email": "bob@x.test"}))
-    )
+    old_id = ok(one(crm, upsert("contact", "C-1", {"first_name": "Bob", "last_name": "B", "email": "bob@x.test"})))
     one(crm, Operation(entity="c", object="contact", action=Action.DELETE, external_id="C-1", crm_id=old_id))
     again = one(
         crm,
-        upsert(
-            "contact", "C-1", {"first_name": "Bob", "last_name": "B", "email": "bob@x.test"}, crm_id=old_id
-        ),
+        upsert("contact", "C-1", {"first_name": "Bob", "last_name": "B", "email": "bob@x.test"}, crm_id=old_id),
     )
     assert again.created and ok(again) != old_id
     assert crm.lookup("contact", "C-1")["id"] == again.crm_id  # type: ignore[index]
@@ -209,9 +203,7 @@ def test_natural_key_owned_by_another_external_id_is_permanent(
     owner_id = ok(one(crm, upsert(obj, "OWNER-1", record)))
     clash = one(crm, upsert(obj, "INTRUDER-2", record))
     assert clash.outcome is Outcome.PERMANENT
-    assert (
-        clash.error and "OWNER-1" in clash.error and "INTRUDER-2" in clash.error and owner_id in clash.error
-    )
+    assert clash.error and "OWNER-1" in clash.error and "INTRUDER-2" in clash.error and owner_id in clash.error
     assert key in clash.error
     assert [r["external_id"] for r in all_records(crm, obj)] == ["OWNER-1"]
 
@@ -233,9 +225,7 @@ def test_claims_record_without_external_id(
     crm: BottleCrmSink, bottlecrm: BottleCrm, obj: str, path: str, record: dict[str, Any], key: str
 ) -> None:
     # Someone typed the record into the CRM before the replicator knew about it.
-    resp = httpx.post(
-        f"{bottlecrm.url}{path}", json=record, headers={"Authorization": f"Bearer {bottlecrm.token}"}
-    )
+    resp = httpx.post(f"{bottlecrm.url}{path}", json=record, headers={"Authorization": f"Bearer {bottlecrm.token}"})
     assert resp.status_code == 200, resp.text
     manual_id = resp.json()["id"]
     assert crm.lookup(obj, "ERP-9") is None
@@ -308,3 +298,34 @@ def test_iter_records_pages_through_active_and_archived(crm: BottleCrmSink) -> N
     records = all_records(crm, "product")
     assert sorted(r["external_id"] for r in records) == [f"P-{i:03}" for i in range(105)]
     assert [r["external_id"] for r in records if not r["is_active"]] == ["P-007"]
+
+
+def test_same_name_race_in_one_batch_leaves_one_record(crm: BottleCrmSink) -> None:
+    # Two ERP rows that map to one account name, applied concurrently: BottleCRM's
+    # name check races (its HTML 500), and the sink must not end up with two records.
+    ops = [upsert("account", f"R-{i}", {"name": "Racy Corp"}) for i in range(2)]
+    results = crm.apply(ops, MemoryLedger())
+    assert sorted(r.outcome for r in results).count(Outcome.OK) == 1, results
+    loser = next(r for r in results if r.outcome is not Outcome.OK)
+    assert loser.outcome in (Outcome.PERMANENT, Outcome.TRANSIENT) and loser.error
+    [record] = all_records(crm, "account")
+    assert record["id"] == next(r.crm_id for r in results if r.outcome is Outcome.OK)
+
+
+def test_check_reports_a_deactivated_custom_field_and_setup_restores_it(
+    crm: BottleCrmSink, bottlecrm: BottleCrm
+) -> None:
+    headers = {"Authorization": f"Bearer {bottlecrm.token}"}
+    defs = httpx.get(f"{bottlecrm.url}/api/custom-fields/?target_model=Contact", headers=headers).json()
+    [field] = [d for d in defs["definitions"] if d["key"] == "erp_id"]
+    httpx.delete(f"{bottlecrm.url}/api/custom-fields/{field['id']}/", headers=headers).raise_for_status()
+    try:
+        failing = {name: detail for name, passed, detail in crm.check() if not passed}
+        assert list(failing) == ["custom field Contact.erp_id"]
+        assert "inactive" in failing["custom field Contact.erp_id"]
+        assert "ensure_setup" in failing["custom field Contact.erp_id"]
+    finally:
+        crm.ensure_setup()
+    assert all(passed for _, passed, _ in crm.check())
+    assert ok(one(crm, upsert("contact", "C-5", {"first_name": "Re", "last_name": "Stored"})))
+    assert crm.lookup("contact", "C-5") is not None

@@ -33,7 +33,7 @@ def tuple_data(values: tuple[str | bytes | po.Unchanged | None, ...]) -> bytes:
         elif isinstance(v, bytes):
             out += b"b" + struct.pack("!I", len(v)) + v
         else:
-            raw = v.encode()  # type: ignore[union-attr]
+            raw = v.encode()
             out += b"t" + struct.pack("!I", len(raw)) + raw
     return out
 
@@ -86,9 +86,7 @@ def test_relation_empty_namespace_is_pg_catalog() -> None:
 
 
 def test_type() -> None:
-    assert decode(b"Y" + struct.pack("!I", 90000) + cstr("public") + cstr("mood")) == po.Type(
-        90000, "public", "mood"
-    )
+    assert decode(b"Y" + struct.pack("!I", 90000) + cstr("public") + cstr("mood")) == po.Type(90000, "public", "mood")
 
 
 def test_insert_with_null_text_and_binary() -> None:
@@ -188,15 +186,15 @@ def test_trailing_bytes() -> None:
 
 def test_invalid_utf8() -> None:
     raw = b"I" + struct.pack("!I", 1) + b"N" + struct.pack("!H", 1) + b"t" + struct.pack("!I", 2) + b"\xff\xfe"
-    with pytest.raises(DecodeError, match="Insert message.*invalid UTF-8"):
+    with pytest.raises(DecodeError, match=r"Insert message.*invalid UTF-8"):
         decode(raw)
 
 
 # --- properties ------------------------------------------------------------------------------
 
-values_st = st.one_of(
+values_st: st.SearchStrategy[po.Value] = st.one_of(
     st.none(), st.just(UNCHANGED), st.text(max_size=50), st.binary(max_size=20)
-)  # type: ignore[var-annotated]
+)
 tuples_st = st.lists(values_st, max_size=30).map(tuple)
 
 
@@ -215,11 +213,11 @@ def test_update_roundtrip(oid: int, kind: str | None, old: po.TupleData, new: po
 
 
 @given(
-    name=st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=20),
+    name=st.text(st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]), max_size=20),
     cols=st.lists(
         st.tuples(
             st.integers(0, 1),
-            st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), min_size=1, max_size=10),
+            st.text(st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]), min_size=1, max_size=10),
             st.integers(0, 2**32 - 1),
             st.integers(-(2**31), 2**31 - 1),
         ),

@@ -63,9 +63,7 @@ SPECS: dict[str, ObjectSpec] = {
     ),
     # Products carry no custom fields in BottleCRM: the SKU is their external id.
     # Their PUT is partial; there is no PATCH.
-    "product": ObjectSpec(
-        "product", "/api/invoices/products/", None, "sku", "search", (("results",),), None, "PUT"
-    ),
+    "product": ObjectSpec("product", "/api/invoices/products/", None, "sku", "search", (("results",),), None, "PUT"),
 }
 
 

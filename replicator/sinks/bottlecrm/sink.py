@@ -148,9 +148,7 @@ class BottleCrmSink:
         """(name, ok, detail) for the credentials and each external-id custom field."""
         checks: list[tuple[str, bool, str]] = []
         try:
-            resp = self.client.request(
-                "GET", "product", SPECS["product"].path, params={"limit": 1, "offset": 0}
-            )
+            resp = self.client.request("GET", "product", SPECS["product"].path, params={"limit": 1, "offset": 0})
         except CrmError as exc:
             return [("credentials", False, f"BottleCRM unreachable at {self.client.url}: {exc}")]
         if resp.status_code != 200:
@@ -270,9 +268,7 @@ class BottleCrmSink:
         except CrmError as exc:
             return exc.result
         except Exception as exc:  # a bug must fail its own op, not the whole batch
-            return Result(
-                Outcome.PERMANENT, error=f"unexpected {type(exc).__name__} in BottleCRM sink: {exc}"
-            )
+            return Result(Outcome.PERMANENT, error=f"unexpected {type(exc).__name__} in BottleCRM sink: {exc}")
 
     def _body(self, spec: ObjectSpec, op: Operation) -> dict[str, Any]:
         body = dict(op.record)

@@ -1,0 +1,141 @@
+"""The streaming loop's acknowledgement rules, with a scripted in-memory source."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from replicator.change import Change, Op, Position
+from replicator.ops.health import Health
+from replicator.pipeline.processor import BatchReport, Interrupted
+from replicator.pipeline.runner import Runner
+
+
+class ScriptedSource:
+    """Hands out pre-built reads; `committed` follows the script, like a slot's Commit messages."""
+
+    name = "slot"
+
+    def __init__(self, reads: list[tuple[list[Change], int]]) -> None:
+        self.reads = reads
+        self.acks: list[int] = []
+        self._committed = 0
+        self.closed = False
+
+    def start(self) -> None:
+        pass
+
+    def read(self, timeout: float, max_changes: int = 1000) -> list[Change]:
+        if not self.reads:
+            time.sleep(timeout)
+            return []
+        changes, committed = self.reads.pop(0)
+        self._committed = committed
+        return changes
+
+    @property
+    def committed(self) -> int:
+        return self._committed
+
+    def ack(self, position: Position) -> None:
+        self.acks.append(position.offset)
+
+    def send_status(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class RecordingProcessor:
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.stop = threading.Event()
+        self.seen: list[int] = []
+        self.fail_on = fail_on
+
+    def process(self, changes: Sequence[Change], *, force: bool = False) -> BatchReport:
+        for c in changes:
+            if c.position.offset == self.fail_on:
+                raise Interrupted()
+            self.seen.append(c.position.offset)
+        return BatchReport(changes=len(changes))
+
+
+def ch(key: int, lsn: int) -> Change:
+    return Change("slot", "public.t", Op.UPDATE, (key,), None, {"id": key}, Position("slot", lsn))
+
+
+def run_until(runner: Runner, source: ScriptedSource, condition: Any, timeout: float = 5.0) -> None:
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    runner.stop.set()
+    thread.join(timeout)
+    assert not thread.is_alive()
+
+
+def test_acks_only_committed_transactions_after_processing() -> None:
+    # tx 100 complete in the first read; tx 200 split across reads, complete in the second.
+    source = ScriptedSource([([ch(1, 100), ch(2, 100), ch(3, 200)], 100), ([ch(4, 200)], 200)])
+    processor = RecordingProcessor()
+    runner = Runner(source, processor, Health(60), batch_size=2, max_wait_s=0.01)  # type: ignore[arg-type]
+    run_until(runner, source, lambda: 200 in source.acks)
+    assert processor.seen == [100, 100, 200, 200]
+    assert source.acks == sorted(source.acks)
+    assert source.acks[-1] == 200
+    # tx 200 was never acknowledged before its last change was processed
+    assert all(a <= 100 for a in source.acks[:-1])
+    assert source.closed
+
+
+def test_interrupted_batch_is_not_acknowledged() -> None:
+    source = ScriptedSource([([ch(1, 100)], 100), ([ch(2, 200)], 200)])
+    processor = RecordingProcessor(fail_on=200)
+    runner = Runner(source, processor, Health(60), batch_size=1, max_wait_s=0.01)  # type: ignore[arg-type]
+    run_until(runner, source, lambda: runner.stop.is_set())
+    assert 200 not in source.acks
+    assert processor.seen == [100]
+
+
+def test_backpressure_bounds_the_queue() -> None:
+    many = [([ch(i, 10 + i)], 10 + i) for i in range(50)]
+    source = ScriptedSource(many)
+    gate = threading.Event()
+
+    class Slow(RecordingProcessor):
+        def process(self, changes: Sequence[Change], *, force: bool = False) -> BatchReport:
+            gate.wait(5)
+            return super().process(changes)
+
+    processor = Slow()
+    runner = Runner(source, processor, Health(60), batch_size=1, max_wait_s=0.0, queue_size=4)  # type: ignore[arg-type]
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    time.sleep(0.3)
+    assert runner.queue.qsize() <= 4
+    assert len(source.reads) > 40  # the reader is held back, not buffering everything
+    gate.set()
+    deadline = time.monotonic() + 5
+    while source.reads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    runner.stop.set()
+    thread.join(5)
+    assert processor.seen[:5] == [10, 11, 12, 13, 14]
+
+
+def test_health_reports_a_stall() -> None:
+    health = Health(stall_timeout_s=0.05)
+    health.source_connected()
+    health.set_pending(0)
+    assert health.verdict().healthy
+    health.set_pending(5)
+    time.sleep(0.1)
+    verdict = health.verdict()
+    assert not verdict.healthy
+    assert "stalled: 5 events pending" in verdict.reasons[0]
+    health.acked()
+    assert health.verdict().healthy

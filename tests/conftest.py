@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.pg"]
+pytest_plugins = ["tests.fixtures.pg", "tests.fixtures.crm", "tests.fixtures.stack"]

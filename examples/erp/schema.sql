@@ -75,3 +75,10 @@ CREATE TABLE sales_order_lines (
     unit_price   numeric(12, 2) NOT NULL
 );
 CREATE INDEX ON sales_order_lines (order_id);
+
+-- Debezium's signal table (incremental snapshots on demand); see connectors/README.md.
+CREATE TABLE debezium_signal (
+    id    varchar(42) PRIMARY KEY,
+    type  varchar(32) NOT NULL,
+    data  varchar(2048)
+);

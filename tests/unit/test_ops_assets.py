@@ -72,9 +72,7 @@ def require_promtool() -> str:
 
 def run_promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     promtool = require_promtool()
-    proc = subprocess.run(
-        [promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
+    proc = subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, f"promtool {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -247,8 +245,7 @@ def test_compose_has_no_literal_secrets(services: dict[str, dict[str, Any]]) -> 
         for key, value in env_of(svc).items():
             if SECRET_KEY_RE.search(key):
                 assert ENV_REF_RE.match(value), (
-                    f"{name}: {key} must come from the environment as ${{VAR:?...}} "
-                    f"without a default, got {value!r}"
+                    f"{name}: {key} must come from the environment as ${{VAR:?...}} without a default, got {value!r}"
                 )
     text = COMPOSE.read_text()
     # Credentials inside URLs/DSNs (scheme://user:password@host) that are not variable references.
@@ -287,7 +284,9 @@ def test_compose_volumes(compose: dict[str, Any], services: dict[str, dict[str, 
                 continue
             assert (ROOT / rel).exists(), f"{name}: bind source {source!r} does not exist in the repo"
     for stateful in ("erp-db", "kafka", "prometheus", "grafana"):
-        svc_vols = [str(v.get("source") if isinstance(v, dict) else v).split(":", 1)[0] for v in services[stateful]["volumes"]]
+        svc_vols = [
+            str(v.get("source") if isinstance(v, dict) else v).split(":", 1)[0] for v in services[stateful]["volumes"]
+        ]
         assert any(v in declared for v in svc_vols), f"{stateful} keeps its data in a named volume"
     assert declared <= used_named, f"declared but unused volumes: {declared - used_named}"
 
@@ -357,9 +356,7 @@ def test_dockerfile() -> None:
 
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:
-    patterns = [
-        p.strip() for p in DOCKERIGNORE.read_text().splitlines() if p.strip() and not p.startswith("#")
-    ]
+    patterns = [p.strip() for p in DOCKERIGNORE.read_text().splitlines() if p.strip() and not p.startswith("#")]
     copied = []
     for op, rest in _dockerfile_instructions():
         if op == "COPY" and "--from" not in rest:
@@ -526,7 +523,11 @@ def test_alert_rules_are_documented(alert_rules: list[dict[str, Any]]) -> None:
             assert len(ann.get(key, "")) > 20, f"{rule['alert']}: {key} missing or too short"
         assert rule.get("labels", {}).get("severity") in {"warning", "critical"}, f"{rule['alert']}: severity"
     runbooks = " ".join(r["annotations"]["runbook"] for r in alert_rules)
-    for hint in ("replicator status", "replicator dlq list", "SELECT * FROM replicator.sync_state WHERE status = 'failed'"):
+    for hint in (
+        "replicator status",
+        "replicator dlq list",
+        "SELECT * FROM replicator.sync_state WHERE status = 'failed'",
+    ):
         assert hint in runbooks, f"no runbook tells ops to run {hint!r}"
 
 

@@ -1,0 +1,235 @@
+"""The quickstart: a throwaway ERP with the sample data, a real BottleCRM, and the replicator.
+
+`--once` syncs, makes a few live ERP changes and times their arrival in the CRM,
+then reconciles every sample row against the CRM and exits 0 only when nothing
+differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from replicator.devstack.bottlecrm import BottleCrm, start_bottlecrm
+from replicator.devstack.postgres import PgCluster, free_port, start_cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "erp"
+console = Console()
+
+
+def load_erp(cluster: PgCluster, db: str = "erp") -> str:
+    cluster.create_database(db)
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
+        conn.execute((EXAMPLE / "schema.sql").read_text())  # type: ignore[arg-type]
+        conn.execute((EXAMPLE / "seed.sql").read_text())  # type: ignore[arg-type]
+    return cluster.dsn(db)
+
+
+def replicator_env(erp_dsn: str, crm: BottleCrm, metrics_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ERP_DSN": erp_dsn,
+        "BOTTLECRM_URL": crm.url,
+        "BOTTLECRM_TOKEN": crm.token,
+        "REPLICATOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
+    }
+
+
+def cli(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "replicator.cli", *args], env=env, text=True, **kwargs)
+
+
+def counts(erp_dsn: str) -> dict[str, tuple[int, int]]:
+    """entity -> (synced or archived rows, rows in the ERP)."""
+    with psycopg.connect(erp_dsn) as conn:
+        synced = dict(
+            conn.execute(
+                "SELECT entity, count(*) FROM replicator.sync_state "
+                "WHERE status IN ('synced', 'archived') GROUP BY entity"
+            ).fetchall()
+        )
+        totals = {
+            "customers": "SELECT count(*) FROM customers",
+            "contacts": "SELECT count(*) FROM contacts",
+            "products": "SELECT count(*) FROM products",
+            "orders": "SELECT count(*) FROM sales_orders WHERE status <> 'draft'",
+        }
+        out = {}
+        for entity, query in totals.items():
+            row = conn.execute(query).fetchone()  # type: ignore[arg-type]
+            out[entity] = (int(synced.get(entity, 0)), int(row[0]) if row else 0)
+    return out
+
+
+def progress_table(erp_dsn: str) -> Table:
+    table = Table("entity", "in CRM", "ERP rows", title="replicator: ERP -> BottleCRM")
+    try:
+        for entity, (done, total) in counts(erp_dsn).items():
+            table.add_row(entity, str(done), str(total))
+    except psycopg.Error:
+        table.add_row("(state schema not ready yet)", "", "")
+    return table
+
+
+def wait_healthy_and_idle(metrics_port: int, proc: subprocess.Popen[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"replicator exited with {proc.returncode}")
+        try:
+            body = httpx.get(f"http://127.0.0.1:{metrics_port}/healthz", timeout=2).json()
+            if body.get("healthy") and body.get("pending") == 0:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("the replicator did not become idle in time")
+
+
+def live_changes(erp_dsn: str, crm: BottleCrm) -> list[tuple[str, float]]:
+    """Make ERP changes and time each one until the CRM shows it."""
+    from replicator.sinks.bottlecrm import BottleCrmSink
+
+    sink = BottleCrmSink(crm.url, crm.token)
+    timings: list[tuple[str, float]] = []
+
+    def timed(what: str, sql: str, check: Any) -> None:
+        start = time.monotonic()
+        with psycopg.connect(erp_dsn, autocommit=True) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]
+        while time.monotonic() - start < 30:
+            if check():
+                timings.append((what, time.monotonic() - start))
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{what}: not in the CRM after 30 s")
+
+    try:
+        timed(
+            "insert customer",
+            "INSERT INTO customers (code, name, industry, active) VALUES ('C9001', 'Quickstart Live GmbH', 'TECH', true)",
+            lambda: (sink.lookup("account", "CUST-25") or {}).get("name") == "Quickstart Live GmbH",
+        )
+        timed(
+            "update product price",
+            "UPDATE products SET unit_price = 123.45 WHERE sku = 'SKU-1001'",
+            lambda: str((sink.lookup("product", "SKU-1001") or {}).get("price")) in ("123.45", "123.450"),
+        )
+        timed(
+            "change primary email (related row)",
+            "UPDATE contact_mechanisms SET value = 'sales@customer2.example' WHERE customer_id = 2 AND kind = 'email' "
+            "AND is_primary",
+            lambda: (sink.lookup("account", "CUST-2") or {}).get("email") == "sales@customer2.example",
+        )
+        timed(
+            "delete order",
+            "DELETE FROM sales_order_lines WHERE order_id = 2; DELETE FROM sales_orders WHERE id = 2",
+            lambda: sink.lookup("opportunity", "SO-2") is None,
+        )
+    finally:
+        sink.close()
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="script/quickstart", description=__doc__)
+    parser.add_argument("--once", action="store_true", help="sync, verify, exit 0 only if the CRM matches")
+    parser.add_argument("--state-dir", type=Path, default=ROOT / ".state" / "quickstart")
+    args = parser.parse_args(argv)
+
+    shutil.rmtree(args.state_dir, ignore_errors=True)
+    args.state_dir.mkdir(parents=True)
+    started = time.monotonic()
+    with ExitStack() as stack:
+        console.print("[bold]1/5[/] PostgreSQL 15 (wal_level=logical) with the sample ERP")
+        cluster = start_cluster(args.state_dir / "pg")
+        stack.callback(cluster.destroy)
+        erp_dsn = load_erp(cluster)
+
+        console.print("[bold]2/5[/] BottleCRM (first run installs it and migrates its database: a few minutes)")
+        crm = start_bottlecrm(cluster, args.state_dir / "crm")
+        stack.callback(crm.stop)
+        console.print(f"      BottleCRM API at {crm.url}")
+
+        metrics_port = free_port()
+        env = replicator_env(erp_dsn, crm, metrics_port)
+        config = str(EXAMPLE / "replicator.yaml")
+        console.print("[bold]3/5[/] replicator setup (state schema, publication, slot, CRM external-id fields)")
+        cli(["setup", "--config", config], env, check=True)
+
+        console.print("[bold]4/5[/] replicator run (initial backfill, then streaming)")
+        log = open(args.state_dir / "replicator.log", "w")  # noqa: SIM115 - lives as long as the process
+        stack.callback(log.close)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "replicator.cli", "run", "--config", config],
+            env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+
+        def stop_replicator() -> None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+        stack.callback(stop_replicator)
+        with Live(progress_table(erp_dsn), console=console, refresh_per_second=4) as live:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                live.update(progress_table(erp_dsn))
+                try:
+                    if all(done >= total for done, total in counts(erp_dsn).values()):
+                        break
+                except psycopg.Error:
+                    pass
+                if proc.poll() is not None:
+                    console.print(f"[red]replicator exited ({proc.returncode}); see {args.state_dir}/replicator.log")
+                    return 1
+                time.sleep(0.25)
+        wait_healthy_and_idle(metrics_port, proc, 120)
+
+        console.print("[bold]5/5[/] live changes: ERP commit -> visible in BottleCRM")
+        for what, seconds in live_changes(erp_dsn, crm):
+            console.print(f"      {what:<38} {seconds * 1000:7.0f} ms")
+        wait_healthy_and_idle(metrics_port, proc, 60)
+        console.print(f"metrics: http://127.0.0.1:{metrics_port}/metrics   health: /healthz")
+
+        if not args.once:
+            console.print("running; edit the ERP (psql below) and watch BottleCRM. Ctrl-C stops everything.")
+            console.print(f"  psql '{erp_dsn}'")
+            try:
+                while proc.poll() is None:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+            return 0
+
+        console.print("verifying: every sample row against the CRM (replicator reconcile)")
+        result = cli(["reconcile", "--config", config], env)
+        elapsed = time.monotonic() - started
+        if result.returncode == 0:
+            console.print(f"[green]OK[/]: the CRM holds every sample row exactly as mapped ({elapsed:.0f} s in all)")
+            return 0
+        console.print(f"[red]DIFFERENCES[/]: see above; replicator log in {args.state_dir}/replicator.log")
+        return 1
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

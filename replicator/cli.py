@@ -22,8 +22,9 @@ from replicator.mapping.expr import MappingError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: list, replay, discard.")
 app.add_typer(dlq_app, name="dlq")
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+# Piped output (logs, CI, grep) must not wrap table cells mid-word.
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="the YAML configuration", envvar="REPLICATOR_CONFIG")]
 

@@ -762,6 +762,8 @@ def _to_char(c: _Compiler, e: exp.TimeToStr) -> _Node:
 @_on(exp.JSONExtract, exp.JSONExtractScalar)
 def _json(c: _Compiler, e: exp.JSONExtract | exp.JSONExtractScalar) -> _Node:
     node = c.sub(e)
+    if not isinstance(e.this, exp.JSONExtract | exp.JSONExtractScalar):
+        node = c.strict(F.json_parse_text, node)
     path = e.expression
     steps: list[_Node] = []
     if isinstance(path, exp.JSONPath):

@@ -686,15 +686,20 @@ def to_char_compiler(fmt: str) -> Callable[[Any], str] | None:
 
 
 def json_get(v: Any, key: Any) -> Any:
-    if type(v) is str:
-        v = to_json(v)  # some decoders hand json/jsonb over as text
     if isinstance(key, int) and not isinstance(key, bool):
+        if not isinstance(v, dict | list):
+            v = [v]  # jsonb stores a scalar as a one-element array, and '5'::jsonb -> 0 shows it
         if isinstance(v, list) and -len(v) <= key < len(v):
             return v[key]
         return None
     if isinstance(v, dict):
         return v.get(to_text(key))
     return None
+
+
+def json_parse_text(v: Any) -> Any:
+    # Some decoders hand json/jsonb columns over as text.
+    return to_json(v) if type(v) is str else v
 
 
 def json_get_text(v: Any, key: Any) -> str | None:

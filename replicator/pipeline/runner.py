@@ -83,7 +83,6 @@ class Runner:
             while not self.stop.is_set():
                 changes = self.source.read(timeout=0.2, max_changes=self.batch_size)
                 for change in changes:
-                    metrics.EVENTS_IN.labels(change.source, change.table, change.op.value).inc()
                     if not self._put(change):
                         return
                 committed = self.source.committed

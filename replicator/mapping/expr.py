@@ -180,9 +180,7 @@ _CAST_TYPES: dict[Any, Callable[[list[int]], Callable[[Any], Any]]] = {
     exp.DataType.Type.INT: lambda p: lambda v: F.to_int(v, "integer"),
     exp.DataType.Type.BIGINT: lambda p: lambda v: F.to_int(v, "bigint"),
     exp.DataType.Type.SMALLINT: lambda p: lambda v: F.to_int(v, "smallint"),
-    exp.DataType.Type.DECIMAL: lambda p: (
-        lambda v: F.to_numeric(v, p[0] if p else None, p[1] if len(p) > 1 else 0)
-    ),
+    exp.DataType.Type.DECIMAL: lambda p: lambda v: F.to_numeric(v, p[0] if p else None, p[1] if len(p) > 1 else 0),
     exp.DataType.Type.DOUBLE: lambda p: F.to_float,
     exp.DataType.Type.FLOAT: lambda p: F.to_float4,
     exp.DataType.Type.BOOLEAN: lambda p: F.to_bool,
@@ -666,9 +664,7 @@ _on(exp.Length)(lambda c, e: c.strict(lambda s: len(F.to_text(s)), c.sub(e)))
 _on(exp.Replace)(lambda c, e: c.strict(F.replace, c.sub(e), c.sub(e, "expression"), c.sub(e, "replacement")))
 _on(exp.Left)(lambda c, e: c.strict(F.left, c.sub(e), c.sub(e, "expression")))
 _on(exp.Right)(lambda c, e: c.strict(F.right, c.sub(e), c.sub(e, "expression")))
-_on(exp.SplitPart)(
-    lambda c, e: c.strict(F.split_part, c.sub(e), c.sub(e, "delimiter"), c.sub(e, "part_index"))
-)
+_on(exp.SplitPart)(lambda c, e: c.strict(F.split_part, c.sub(e), c.sub(e, "delimiter"), c.sub(e, "part_index")))
 _on(exp.Abs)(lambda c, e: c.strict(F.abs_, c.sub(e)))
 
 
@@ -771,9 +767,7 @@ def _json(c: _Compiler, e: exp.JSONExtract | exp.JSONExtractScalar) -> _Node:
             if isinstance(part, exp.JSONPathRoot):
                 continue
             step = part.this
-            if not isinstance(part, exp.JSONPathKey | exp.JSONPathSubscript) or not isinstance(
-                step, str | int
-            ):
+            if not isinstance(part, exp.JSONPathKey | exp.JSONPathSubscript) or not isinstance(step, str | int):
                 raise c.unsupported(e)
             steps.append(_const(part.this))
     else:

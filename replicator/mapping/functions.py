@@ -482,10 +482,16 @@ def lower(s: Any) -> str:
     return r if len(r) == len(s) else "".join(c.lower()[0] for c in s)
 
 
+_HAS_DIGIT = re.compile(r"\d")
+
+
 def initcap(s: Any) -> str:
+    s = to_text(s)
+    if s.isascii() and not _HAS_DIGIT.search(s):
+        return s.title()  # same word boundaries as PG when there are only ASCII letters to case
     out = []
     in_word = False
-    for c in to_text(s):
+    for c in s:
         m = c.lower()[0] if in_word else c.upper()  # lower()[0]: 'İ' -> 'i', as towlower() does
         out.append(m if len(m) == 1 else c)
         in_word = c.isalnum()

@@ -280,8 +280,6 @@ class Planner:
         action = Action.UPSERT
         if entity.soft_delete is not None and entity.soft_delete(ctx):
             action = Action.ARCHIVE
-        if action is Action.ARCHIVE and crm_id is None and last is None:
-            return Planned(t, skip=Skip.FILTERED)  # never synced: nothing to archive
         digest = payload_hash(action, record)
         if crm_id is not None and last is not None and last[0] == digest:
             return Planned(t, skip=Skip.UNCHANGED)

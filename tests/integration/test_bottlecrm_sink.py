@@ -329,3 +329,12 @@ def test_check_reports_a_deactivated_custom_field_and_setup_restores_it(
     assert all(passed for _, passed, _ in crm.check())
     assert ok(one(crm, upsert("contact", "C-5", {"first_name": "Re", "last_name": "Stored"})))
     assert crm.lookup("contact", "C-5") is not None
+
+
+def test_lost_id_map_adopts_product_after_duplicate_sku_html_500(crm: BottleCrmSink) -> None:
+    first_id = ok(one(crm, upsert("product", "SKU-9", {"name": "Bolt", "price": "1.00"})))
+    # BottleCRM answers a duplicate SKU with an HTML 500; the sink re-queries and adopts.
+    again = one(crm, upsert("product", "SKU-9", {"name": "Bolt", "price": "2.00"}))
+    assert ok(again) == first_id and not again.created
+    assert crm.get("product", first_id)["price"] == "2.00"  # type: ignore[index]
+    assert len(all_records(crm, "product")) == 1

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.types.json import Jsonb
 
 from replicator.mapping.expr import ExprEvalError, compile_expr, compile_predicate
 from replicator.mapping.functions import cast_text, json_text
@@ -101,8 +102,10 @@ def _load(conn: psycopg.Connection[Any], batch: list[dict[str, Any]]) -> list[di
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO r VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            [(k, *(psycopg.types.json.Jsonb(r[c]) if c == "j" and r[c] is not None else r[c] for c in COLUMNS))
-             for k, r in enumerate(batch)],  # fmt: skip
+            [
+                (k, *(Jsonb(r[c]) if c == "j" and r[c] is not None else r[c] for c in COLUMNS))
+                for k, r in enumerate(batch)
+            ],
         )
     fetched = conn.execute("SELECT id, i, n, t, b, d, ts, j FROM r ORDER BY id").fetchall()
     return [dict(zip(COLUMNS, rest, strict=True)) for _, *rest in fetched]

@@ -90,14 +90,15 @@ def test_fields_are_mapped_and_values_made_json_safe() -> None:
     assert p.op.idempotency_key.startswith("customers:7:upsert:")
 
 
-def test_soft_delete_archives_a_synced_record_and_skips_an_unsynced_one() -> None:
+def test_soft_delete_archives_synced_and_unsynced_records() -> None:
     ents = entities()
     row = {"id": 7, "name": "Acme", "credit": None, "active": False, "created_at": None}
     planner = Planner(ents)
     (p,) = planner.plan([target(ents, "customers", row)], NoReader(), ids({("customers", "7"): "crm-1"}), no_hashes)  # type: ignore[arg-type]
     assert p.op is not None and p.op.action is Action.ARCHIVE and p.op.crm_id == "crm-1"
+    # Never synced: still sent, archived, so that history (orders of a former customer) keeps its parent.
     (p,) = planner.plan([target(ents, "customers", row)], NoReader(), ids({}), no_hashes)  # type: ignore[arg-type]
-    assert p.op is None and p.skip is Skip.FILTERED
+    assert p.op is not None and p.op.action is Action.ARCHIVE and p.op.record["name"] == "Acme"
 
 
 def test_lookup_resolves_the_parent_crm_id() -> None:

@@ -493,7 +493,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, help="where the cluster, settings and logs go (default: a temp dir)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--install-only", action="store_true", help="install BottleCRM's virtualenv and exit")
     args = parser.parse_args(argv)
+    if args.install_only:
+        print(ensure_installed())
+        return 0
     workdir: Path = args.workdir or Path(tempfile.mkdtemp(prefix="replicator-bottlecrm-"))
     cluster = start_cluster(workdir / "pg")
     crm = None

@@ -52,6 +52,11 @@ def values_equal(expected: Any, actual: Any) -> bool:
     return str(expected).strip() == str(actual).strip()
 
 
+def _flatten_references(_object: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """CRMs answer a reference as a nested object ({"id": ..., "name": ...}); we write its id."""
+    return {k: v["id"] if isinstance(v, dict) and "id" in v else v for k, v in raw.items()}
+
+
 def _no_hashes(entity: str, keys: Iterable[str]) -> dict[str, tuple[str | None, str]]:
     return {}
 
@@ -90,7 +95,7 @@ def reconcile_entity(
 ) -> EntityReport:
     report = EntityReport(entity.name)
     # A sink may translate its read shape (nested objects, renamed fields) to the write shape.
-    comparable = getattr(sink, "comparable", lambda _object, raw: raw)
+    comparable = getattr(sink, "comparable", _flatten_references)
     expected = expected_records(planner, reader, entity, crm_ids)
     report.expected = len(expected)
     actual: dict[str, dict[str, Any]] = {}
@@ -126,6 +131,8 @@ def reconcile_entity(
         else:
             report.matching += 1
     for ext in actual.keys() - expected.keys():
+        if entity.on_delete == "archive" and actual[ext].get("is_active") is False:
+            continue  # removed in the ERP and archived in the CRM, as configured
         report.differences.append(
             Difference(entity.name, ext, "extra", "the CRM holds a record whose ERP row is gone or filtered out")
         )

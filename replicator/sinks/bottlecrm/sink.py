@@ -42,6 +42,7 @@ ledger is only ever called under one lock, so it needs no thread safety of its o
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -263,7 +264,7 @@ class BottleCrmSink:
             if op.action is Action.DELETE:
                 return self._delete(spec, op)
             if op.action is Action.ARCHIVE:
-                return self._archive(spec, op)
+                return self._archive(spec, op, ledger)
             return Result(Outcome.PERMANENT, error=f"unknown action {op.action!r}")
         except CrmError as exc:
             return exc.result
@@ -378,7 +379,11 @@ class BottleCrmSink:
         # 409: an account that still has invoices/projects (BottleCRM protects them).
         return classify(resp, f"delete {spec.name} {crm_id}")
 
-    def _archive(self, spec: ObjectSpec, op: Operation) -> Result:
+    def _archive(self, spec: ObjectSpec, op: Operation, ledger: IntentLedger) -> Result:
+        if op.record:
+            # A soft-deleted row with its fields: keep the record (and its history) current, inactive.
+            archived = replace(op, action=Action.UPSERT, record={**op.record, "is_active": False})
+            return self._upsert(spec, archived, ledger)
         crm_id = self._resolve_id(spec, op)
         if crm_id is None:
             return Result(Outcome.OK)  # nothing in the CRM to archive

@@ -35,8 +35,8 @@ console = Console()
 def load_erp(cluster: PgCluster, db: str = "erp") -> str:
     cluster.create_database(db)
     with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
-        conn.execute((EXAMPLE / "schema.sql").read_text())  # type: ignore[arg-type]
-        conn.execute((EXAMPLE / "seed.sql").read_text())  # type: ignore[arg-type]
+        conn.execute((EXAMPLE / "schema.sql").read_text())
+        conn.execute((EXAMPLE / "seed.sql").read_text())
     return cluster.dsn(db)
 
 
@@ -57,7 +57,7 @@ def cli(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Compl
 def counts(erp_dsn: str) -> dict[str, tuple[int, int]]:
     """entity -> (synced or archived rows, rows in the ERP)."""
     with psycopg.connect(erp_dsn) as conn:
-        synced = dict(
+        synced: dict[str, int] = dict(
             conn.execute(
                 "SELECT entity, count(*) FROM replicator.sync_state "
                 "WHERE status IN ('synced', 'archived') GROUP BY entity"
@@ -71,7 +71,7 @@ def counts(erp_dsn: str) -> dict[str, tuple[int, int]]:
         }
         out = {}
         for entity, query in totals.items():
-            row = conn.execute(query).fetchone()  # type: ignore[arg-type]
+            row = conn.execute(query).fetchone()
             out[entity] = (int(synced.get(entity, 0)), int(row[0]) if row else 0)
     return out
 
@@ -111,7 +111,7 @@ def live_changes(erp_dsn: str, crm: BottleCrm) -> list[tuple[str, float]]:
     def timed(what: str, sql: str, check: Any) -> None:
         start = time.monotonic()
         with psycopg.connect(erp_dsn, autocommit=True) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute(sql)
         while time.monotonic() - start < 30:
             if check():
                 timings.append((what, time.monotonic() - start))
@@ -122,7 +122,8 @@ def live_changes(erp_dsn: str, crm: BottleCrm) -> list[tuple[str, float]]:
     try:
         timed(
             "insert customer",
-            "INSERT INTO customers (code, name, industry, active) VALUES ('C9001', 'Quickstart Live GmbH', 'TECH', true)",
+            "INSERT INTO customers (code, name, industry, active) "
+            "VALUES ('C9001', 'Quickstart Live GmbH', 'TECH', true)",
             lambda: (sink.lookup("account", "CUST-25") or {}).get("name") == "Quickstart Live GmbH",
         )
         timed(
@@ -177,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(log.close)
         proc = subprocess.Popen(
             [sys.executable, "-m", "replicator.cli", "run", "--config", config],
-            env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
 
         def stop_replicator() -> None:

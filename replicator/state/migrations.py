@@ -64,7 +64,8 @@ def migrate(dsn: str) -> list[Migration]:
                 " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            done: dict[int, str] = dict(conn.execute("SELECT version, checksum FROM replicator.schema_migrations").fetchall())
+            rows = conn.execute("SELECT version, checksum FROM replicator.schema_migrations").fetchall()
+            done: dict[int, str] = dict(rows)
             for migration in available():
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:

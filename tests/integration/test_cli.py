@@ -10,8 +10,9 @@ from tests.fixtures.stack import Stack
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "replicator.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "replicator.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_bad_config_names_file_path_and_fix(stack: Stack, tmp_path: Path) -> None:
@@ -45,8 +46,9 @@ def test_check_passes_on_a_set_up_stack_and_fails_without_a_slot(stack: Stack) -
     ok = stack.cli("check")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "wal_level" in ok.stdout and "logical" in ok.stdout
-    stack.sql("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-              "WHERE database = current_database()")
+    stack.sql(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database()"
+    )
     failed = stack.cli("check")
     assert failed.returncode == 1
     assert "replicator setup" in failed.stdout

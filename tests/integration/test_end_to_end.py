@@ -21,17 +21,24 @@ def test_backfill_then_stream_every_entity_and_reconcile_clean(stack: Stack) -> 
     # customers: insert, update, update of a related row, delete
     stack.sql("INSERT INTO customers (id, code, name, industry) VALUES (100, 'C0100', 'Streamed AG', 'FIN')")
     stack.wait_for("inserted account", lambda: sink.lookup("account", "CUST-100"))
-    stack.sql("INSERT INTO contact_mechanisms (customer_id, kind, value, is_primary) "
-              "VALUES (100, 'email', 'hello@streamed.example', true)")
-    stack.wait_for("account email from a related row",
-                   lambda: (sink.lookup("account", "CUST-100") or {}).get("email") == "hello@streamed.example")
+    stack.sql(
+        "INSERT INTO contact_mechanisms (customer_id, kind, value, is_primary) "
+        "VALUES (100, 'email', 'hello@streamed.example', true)"
+    )
+    stack.wait_for(
+        "account email from a related row",
+        lambda: (sink.lookup("account", "CUST-100") or {}).get("email") == "hello@streamed.example",
+    )
     stack.sql("UPDATE customers SET name = 'Streamed AG (renamed)' WHERE id = 100")
-    stack.wait_for("renamed account",
-                   lambda: (sink.lookup("account", "CUST-100") or {}).get("name") == "Streamed AG (renamed)")
+    stack.wait_for(
+        "renamed account", lambda: (sink.lookup("account", "CUST-100") or {}).get("name") == "Streamed AG (renamed)"
+    )
 
     # contacts: insert with a lookup to the new account, update, soft delete, delete (archives)
-    stack.sql("INSERT INTO contacts (id, customer_id, first_name, last_name, email) "
-              "VALUES (500, 100, 'Lin', 'Stream', 'lin@streamed.example')")
+    stack.sql(
+        "INSERT INTO contacts (id, customer_id, first_name, last_name, email) "
+        "VALUES (500, 100, 'Lin', 'Stream', 'lin@streamed.example')"
+    )
     contact = stack.wait_for("inserted contact", lambda: sink.lookup("contact", "CONT-500"))
     account = sink.lookup("account", "CUST-100")
     assert account is not None
@@ -39,27 +46,31 @@ def test_backfill_then_stream_every_entity_and_reconcile_clean(stack: Stack) -> 
     stack.sql("UPDATE contacts SET job_title = 'CTO' WHERE id = 500")
     stack.wait_for("contact title", lambda: (sink.lookup("contact", "CONT-500") or {}).get("title") == "CTO")
     stack.sql("DELETE FROM contacts WHERE id = 500")
-    stack.wait_for("contact archived on delete",
-                   lambda: (sink.lookup("contact", "CONT-500") or {}).get("is_active") is False)
+    stack.wait_for(
+        "contact archived on delete", lambda: (sink.lookup("contact", "CONT-500") or {}).get("is_active") is False
+    )
 
     # products: insert, price update (NUMERIC stays exact), discontinue (archive), delete (archive)
     stack.sql("INSERT INTO products (sku, name, unit_price) VALUES ('SKU-9000', 'Streamed part', 10.10)")
     stack.wait_for("inserted product", lambda: sink.lookup("product", "SKU-9000"))
     stack.sql("UPDATE products SET unit_price = 19.99 WHERE sku = 'SKU-9000'")
-    stack.wait_for("product price",
-                   lambda: str((sink.lookup("product", "SKU-9000") or {}).get("price")) in ("19.99", "19.990"))
+    stack.wait_for(
+        "product price", lambda: str((sink.lookup("product", "SKU-9000") or {}).get("price")) in ("19.99", "19.990")
+    )
     stack.sql("UPDATE products SET discontinued = true WHERE sku = 'SKU-9000'")
     stack.wait_for("product archived", lambda: (sink.lookup("product", "SKU-9000") or {}).get("is_active") is False)
 
     # orders: insert (filtered while draft), confirm (appears), update, delete
-    stack.sql("INSERT INTO sales_orders (id, order_no, customer_id, status, total) "
-              "VALUES (900, 'SO-9900', 100, 'draft', 50)")
+    stack.sql(
+        "INSERT INTO sales_orders (id, order_no, customer_id, status, total) VALUES (900, 'SO-9900', 100, 'draft', 50)"
+    )
     stack.sql("UPDATE sales_orders SET status = 'confirmed' WHERE id = 900")
     opp = stack.wait_for("confirmed order", lambda: sink.lookup("opportunity", "SO-900"))
     assert opp["stage"] == "NEGOTIATION"
     stack.sql("UPDATE sales_orders SET total = 75.50 WHERE id = 900")
-    stack.wait_for("order amount",
-                   lambda: str((sink.lookup("opportunity", "SO-900") or {}).get("amount")) in ("75.50", "75.5"))
+    stack.wait_for(
+        "order amount", lambda: str((sink.lookup("opportunity", "SO-900") or {}).get("amount")) in ("75.50", "75.5")
+    )
     stack.sql("DELETE FROM sales_orders WHERE id = 900")
     stack.wait_for("order deleted", lambda: sink.lookup("opportunity", "SO-900") is None)
 
@@ -86,25 +97,39 @@ def test_kill9_mid_stream_loses_nothing_and_duplicates_nothing(stack: Stack) -> 
 
     def writer() -> None:
         for i in range(total):
-            stack.sql("INSERT INTO contacts (id, customer_id, first_name, last_name, email) "
-                      "VALUES (%s, 1 + %s %% 24, 'Kill', %s, %s)", (1000 + i, i, f"Nine{i}", f"k{i}@kill.example"))
+            stack.sql(
+                "INSERT INTO contacts (id, customer_id, first_name, last_name, email) "
+                "VALUES (%s, 1 + %s %% 24, 'Kill', %s, %s)",
+                (1000 + i, i, f"Nine{i}", f"k{i}@kill.example"),
+            )
             time.sleep(0.05)
         done.set()
 
     thread = threading.Thread(target=writer)
     thread.start()
-    stack.wait_for("some streamed contacts", lambda: stack.sql(
-        "SELECT count(*) FROM replicator.sync_state WHERE erp_key LIKE 'CONT-10%%'")[0][0] >= 5)
+    stack.wait_for(
+        "some streamed contacts",
+        lambda: stack.sql("SELECT count(*) FROM replicator.sync_state WHERE erp_key LIKE 'CONT-10%%'")[0][0] >= 5,
+    )
     stack.kill9()
     thread.join(30)
     assert done.is_set()
     stack.start()
-    stack.wait_for("every streamed contact", lambda: stack.sql(
-        "SELECT count(*) FROM replicator.sync_state WHERE erp_key ~ '^CONT-1[0-9]{3}$' AND status = 'synced'"
-    )[0][0] == total, timeout=120)
+    stack.wait_for(
+        "every streamed contact",
+        lambda: (
+            stack.sql(
+                "SELECT count(*) FROM replicator.sync_state WHERE erp_key ~ '^CONT-1[0-9]{3}$' AND status = 'synced'"
+            )[0][0]
+            == total
+        ),
+        timeout=120,
+    )
     stack.wait_idle()
     ours = Counter(
-        r.get("external_id") for r in stack.sink.iter_records("contact") if str(r.get("external_id", "")).startswith("CONT-1")
+        r.get("external_id")
+        for r in stack.sink.iter_records("contact")
+        if str(r.get("external_id", "")).startswith("CONT-1")
     )
     expected = {f"CONT-{1000 + i}" for i in range(total)}
     assert expected <= set(ours)
@@ -117,11 +142,15 @@ def test_rejected_record_is_dead_lettered_and_the_others_continue(stack: Stack) 
     stack.start()
     stack.wait_backfilled()
     # BottleCRM rejects a malformed email with a 400; the contact next to it must still arrive.
-    stack.sql("INSERT INTO contacts (id, customer_id, first_name, last_name, email) VALUES "
-              "(700, 1, 'Bad', 'Email', 'not-an-email'), (701, 1, 'Good', 'Email', 'good@ok.example')")
+    stack.sql(
+        "INSERT INTO contacts (id, customer_id, first_name, last_name, email) VALUES "
+        "(700, 1, 'Bad', 'Email', 'not-an-email'), (701, 1, 'Good', 'Email', 'good@ok.example')"
+    )
     stack.wait_for("good contact", lambda: stack.sink.lookup("contact", "CONT-701"))
-    letter = stack.wait_for("dead letter", lambda: stack.sql(
-        "SELECT reason, attempts, status FROM replicator.dead_letters WHERE erp_key = 'CONT-700'"))
+    letter = stack.wait_for(
+        "dead letter",
+        lambda: stack.sql("SELECT reason, attempts, status FROM replicator.dead_letters WHERE erp_key = 'CONT-700'"),
+    )
     reason, attempts, status = letter[0]
     assert status == "open" and attempts >= 1
     assert "email" in reason.lower()
@@ -140,10 +169,13 @@ def test_rejected_record_is_dead_lettered_and_the_others_continue(stack: Stack) 
 def test_dlq_replay_resyncs_from_the_current_row(stack: Stack) -> None:
     stack.start()
     stack.wait_backfilled()
-    stack.sql("INSERT INTO contacts (id, customer_id, first_name, last_name, email) "
-              "VALUES (710, 1, 'Re', 'Play', 'broken')")
-    stack.wait_for("dead letter", lambda: stack.sql(
-        "SELECT id FROM replicator.dead_letters WHERE erp_key = 'CONT-710' AND status = 'open'"))
+    stack.sql(
+        "INSERT INTO contacts (id, customer_id, first_name, last_name, email) VALUES (710, 1, 'Re', 'Play', 'broken')"
+    )
+    stack.wait_for(
+        "dead letter",
+        lambda: stack.sql("SELECT id FROM replicator.dead_letters WHERE erp_key = 'CONT-710' AND status = 'open'"),
+    )
     assert stack.stop() == 0
     # Fix the data without the service running: only a replay can carry it over.
     with_fix = "UPDATE contacts SET email = 'replayed@ok.example' WHERE id = 710"
@@ -158,16 +190,18 @@ def test_sigterm_stops_cleanly_and_restart_resumes_without_resending(stack: Stac
     stack.start()
     stack.wait_backfilled()
     stack.sql("UPDATE products SET name = 'Renamed before stop' WHERE sku = 'SKU-1003'")
-    stack.wait_for("renamed product",
-                   lambda: (stack.sink.lookup("product", "SKU-1003") or {}).get("name") == "Renamed before stop")
+    stack.wait_for(
+        "renamed product", lambda: (stack.sink.lookup("product", "SKU-1003") or {}).get("name") == "Renamed before stop"
+    )
     stack.wait_idle()
     assert stack.stop() == 0
     sent_before = stack.sql("SELECT count(*) FROM replicator.ledger")[0][0]
     stack.start()
     stack.wait_idle()
     stack.sql("UPDATE products SET name = 'Renamed after restart' WHERE sku = 'SKU-1003'")
-    stack.wait_for("second rename",
-                   lambda: (stack.sink.lookup("product", "SKU-1003") or {}).get("name") == "Renamed after restart")
+    stack.wait_for(
+        "second rename", lambda: (stack.sink.lookup("product", "SKU-1003") or {}).get("name") == "Renamed after restart"
+    )
     # The restart neither re-ran the backfill nor created anything again.
     assert stack.sql("SELECT count(*) FROM replicator.ledger")[0][0] == sent_before
     assert "initial backfill" not in stack.log_tail(200)

@@ -47,7 +47,9 @@ def test_missing_env_var_names_the_variable_the_path_and_the_line() -> None:
 
 
 def test_wrong_field_type_and_unknown_key_are_located() -> None:
-    text = BASE.replace("      name: name\n", "      name: name\n    objekt: 1\n").replace("object: account", "object: acount")
+    text = BASE.replace("      name: name\n", "      name: name\n    objekt: 1\n").replace(
+        "object: account", "object: acount"
+    )
     with pytest.raises(ConfigError) as err:
         parse_config(text, "c.yaml", {"ERP_DSN": "x"})
     message = str(err.value)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -74,14 +74,19 @@ def no_hashes(entity: str, keys: Iterable[str]) -> dict[str, tuple[str | None, s
 def target(ents: dict[str, Any], name: str, row: dict[str, Any] | None, op: Op = Op.UPDATE, key: tuple = ()) -> Target:
     ent = ents[name]
     k = ent.key_of(row) if row else key
-    change = Change("t", ent.table, op, k, None if row else dict(zip(ent.key, k)), row, Position("s", 1))
+    change = Change("t", ent.table, op, k, None if row else dict(zip(ent.key, k, strict=True)), row, Position("s", 1))
     return Target(ent, k, change, row, deleted=op is Op.DELETE)
 
 
 def test_fields_are_mapped_and_values_made_json_safe() -> None:
     ents = entities()
-    row = {"id": 7, "name": "Acme", "credit": Decimal("12.30"), "active": True,
-           "created_at": datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)}
+    row = {
+        "id": 7,
+        "name": "Acme",
+        "credit": Decimal("12.30"),
+        "active": True,
+        "created_at": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+    }
     (p,) = Planner(ents).plan([target(ents, "customers", row)], NoReader(), ids({}), no_hashes)  # type: ignore[arg-type]
     assert p.op is not None
     assert p.op.action is Action.UPSERT
@@ -104,7 +109,9 @@ def test_soft_delete_archives_synced_and_unsynced_records() -> None:
 def test_lookup_resolves_the_parent_crm_id() -> None:
     ents = entities()
     row = {"id": 3, "customer_id": 7, "first": "Ada", "last": "Lovelace", "status": "active"}
-    (p,) = Planner(ents).plan([target(ents, "contacts", row)], NoReader(), ids({("customers", "7"): "acc-9"}), no_hashes)  # type: ignore[arg-type]
+    (p,) = Planner(ents).plan(
+        [target(ents, "contacts", row)], NoReader(), ids({("customers", "7"): "acc-9"}), no_hashes
+    )  # type: ignore[arg-type]
     assert p.op is not None
     assert p.op.external_id == "CONT-3"
     assert p.op.record == {"full_name": "Ada LOVELACE", "account": "acc-9"}
@@ -157,8 +164,10 @@ def test_parents_rank_before_children() -> None:
 
 
 def test_lookup_cycle_is_a_startup_error() -> None:
-    cyclic = CONFIG.replace("    soft_delete: NOT active\n",
-                            "    soft_delete: NOT active\n    lookups:\n      owner: {entity: contacts, key: id}\n")
+    cyclic = CONFIG.replace(
+        "    soft_delete: NOT active\n",
+        "    soft_delete: NOT active\n    lookups:\n      owner: {entity: contacts, key: id}\n",
+    )
     with pytest.raises(MappingError) as err:
         entities(cyclic)
     assert "cycle" in str(err.value)

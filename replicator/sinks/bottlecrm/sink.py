@@ -42,10 +42,10 @@ ledger is only ever called under one lock, so it needs no thread safety of its o
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from replicator.sinks.base import Action, IntentLedger, Operation, Outcome, Result

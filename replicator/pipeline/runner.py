@@ -43,6 +43,14 @@ class Watermark:
     offset: int
 
 
+class _SourceFailed(Exception):
+    """The reader thread lost the source; carried through the queue to the main loop."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Runner:
     def __init__(
         self,
@@ -60,16 +68,16 @@ class Runner:
         self.health = health
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
-        self.queue: queue.Queue[Change | Watermark | BaseException] = queue.Queue(maxsize=queue_size)
+        self.queue: queue.Queue[Change | Watermark | _SourceFailed] = queue.Queue(maxsize=queue_size)
         self.stop = processor.stop
         self.on_ack = on_ack
-        self._reader = threading.Thread(target=self._read_loop, name="source-reader", daemon=True)
         self._acked = 0
+        self._acked_since_connect = False
         self._in_flight = 0
 
     # -- reader thread -----------------------------------------------------
-    def _put(self, item: Change | Watermark | BaseException) -> bool:
-        while not self.stop.is_set():
+    def _put(self, item: Change | Watermark | _SourceFailed, session: threading.Event) -> bool:
+        while not session.is_set():
             try:
                 self.queue.put(item, timeout=0.5)
                 return True
@@ -78,42 +86,82 @@ class Runner:
                 self.source.send_status()
         return False
 
-    def _read_loop(self) -> None:
+    def _read_loop(self, session: threading.Event) -> None:
         try:
-            while not self.stop.is_set():
+            while not session.is_set():
                 changes = self.source.read(timeout=0.2, max_changes=self.batch_size)
                 for change in changes:
-                    if not self._put(change):
+                    if not self._put(change, session):
                         return
                 committed = self.source.committed
-                if committed and not self._put(Watermark(committed)):
+                if committed and not self._put(Watermark(committed), session):
                     return
-        except BaseException as exc:  # surfaced to the main loop, which decides to exit
-            self.queue.put(exc)
+        except BaseException as exc:  # handed to the main loop, which reconnects
+            self._put(_SourceFailed(exc), session)
 
     # -- main loop -----------------------------------------------------------
     def run(self) -> None:
-        self.source.start()
-        self.health.source_connected()
-        self._reader.start()
+        """Stream until stopped. A lost source connection is re-established with
+        backoff; what was queued but not applied is dropped and comes again,
+        because nothing past the last acknowledged transaction was confirmed."""
+        attempt = 0
         try:
             while not self.stop.is_set():
-                changes, mark = self._next_batch()
-                self._in_flight = len(changes)
-                self.health.set_pending(self.queue.qsize() + self._in_flight)
-                if changes:
-                    try:
-                        self.processor.process(changes)
-                    except Interrupted:
-                        break
-                self._in_flight = 0
-                if mark is not None and mark.offset > self._acked:
-                    self._ack(mark.offset)
-                self.health.set_pending(self.queue.qsize())
+                session = threading.Event()
+                try:
+                    self.source.start()
+                except Exception as exc:
+                    attempt += 1
+                    self._source_down(exc, attempt)
+                    continue
+                self.health.source_connected()
+                reader = threading.Thread(target=self._read_loop, args=(session,), name="source-reader", daemon=True)
+                reader.start()
+                try:
+                    self._process_until_stopped()
+                    return
+                except _SourceFailed as failed:
+                    # A connection that made progress was healthy: start the backoff over.
+                    attempt = 1 if self._acked_since_connect else attempt + 1
+                    self._source_down(failed.error, attempt)
+                finally:
+                    session.set()
+                    self._drain()
+                    reader.join(timeout=5)
+                    self.source.close()
+                    self._drain()
         finally:
             self.stop.set()
-            self._reader.join(timeout=5)
-            self.source.close()
+
+    def _source_down(self, error: BaseException, attempt: int) -> None:
+        delay = min(30.0, 0.5 * 2 ** min(attempt - 1, 6))
+        log.warning("source connection lost; reconnecting", error=str(error), attempt=attempt, wait_s=delay)
+        self.health.source_failed(str(error))
+        self.stop.wait(delay)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def _process_until_stopped(self) -> None:
+        self._acked_since_connect = False
+        while not self.stop.is_set():
+            changes, mark = self._next_batch()
+            self._in_flight = len(changes)
+            self.health.set_pending(self.queue.qsize() + self._in_flight)
+            if changes:
+                try:
+                    self.processor.process(changes)
+                except Interrupted:
+                    return
+            self._in_flight = 0
+            if mark is not None and mark.offset > self._acked:
+                self._ack(mark.offset)
+                self._acked_since_connect = True
+            self.health.set_pending(self.queue.qsize())
 
     def _ack(self, offset: int) -> None:
         position = Position(self.source.name, offset)
@@ -138,8 +186,7 @@ class Runner:
                 if mark is not None:
                     break
                 continue
-            if isinstance(item, BaseException):
-                self.health.source_failed(str(item))
+            if isinstance(item, _SourceFailed):
                 raise item
             if isinstance(item, Watermark):
                 mark = item

@@ -58,7 +58,10 @@ def migrate(dsn: str) -> list[Migration]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
         try:
-            conn.execute("CREATE SCHEMA IF NOT EXISTS replicator")
+            # Even IF NOT EXISTS needs CREATE on the database; a least-privilege role
+            # is handed the schema by the role script instead.
+            if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'replicator'").fetchone():
+                conn.execute("CREATE SCHEMA replicator")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS replicator.schema_migrations ("
                 " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"

@@ -18,6 +18,15 @@ def test_backfill_then_stream_every_entity_and_reconcile_clean(stack: Stack) -> 
     # Soft-deleted rows are archived, not deleted: customer 11 is inactive in the seed.
     assert sink.lookup("account", "CUST-11")["is_active"] is False  # type: ignore[index]
 
+    # An update that leaves the TOAST-stored notes untouched must not blank the CRM description.
+    notes = stack.sql("SELECT notes FROM customers WHERE id = 1")[0][0]
+    assert len(notes) > 10_000
+    stack.sql("UPDATE customers SET website = 'https://toast.example' WHERE id = 1")
+    stack.wait_for(
+        "website of CUST-1", lambda: (sink.lookup("account", "CUST-1") or {}).get("website") == "https://toast.example"
+    )
+    assert (sink.lookup("account", "CUST-1") or {}).get("description") == notes
+
     # customers: insert, update, update of a related row, delete
     stack.sql("INSERT INTO customers (id, code, name, industry) VALUES (100, 'C0100', 'Streamed AG', 'FIN')")
     stack.wait_for("inserted account", lambda: sink.lookup("account", "CUST-100"))

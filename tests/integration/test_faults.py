@@ -1,0 +1,69 @@
+"""Faults on purpose: a frozen CRM, a severed replication connection."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from replicator.devstack.bottlecrm import BottleCrm
+from tests.fixtures.stack import Stack
+
+
+@pytest.fixture
+def frozen_crm(bottlecrm: BottleCrm) -> Iterator[Callable[[bool], None]]:
+    """Freezes every gunicorn process (SIGSTOP): connections are accepted, nothing answers."""
+    group = os.getpgid(bottlecrm.pid)
+    frozen = False
+
+    def freeze(on: bool) -> None:
+        nonlocal frozen
+        os.killpg(group, signal.SIGSTOP if on else signal.SIGCONT)
+        frozen = on
+
+    yield freeze
+    if frozen:
+        os.killpg(group, signal.SIGCONT)
+
+
+def test_crm_outage_is_retried_and_nothing_is_dead_lettered(stack: Stack, frozen_crm: Callable[[bool], None]) -> None:
+    stack.config_path.write_text(
+        stack.config_path.read_text().replace("concurrency: 4", "concurrency: 4\n  timeout_s: 1")
+    )
+    stack.start()
+    stack.wait_backfilled()
+    frozen_crm(True)
+    try:
+        stack.sql("UPDATE products SET name = name || ' (outage)' WHERE sku IN ('SKU-1001', 'SKU-1002')")
+        stack.wait_for("a retry", lambda: "replicator_retries_total{" in stack.metrics(), timeout=30)
+        time.sleep(1.0)
+    finally:
+        frozen_crm(False)
+    for sku in ("SKU-1001", "SKU-1002"):
+        stack.wait_for(
+            f"{sku} after the outage",
+            lambda sku=sku: str((stack.sink.lookup("product", sku) or {}).get("name", "")).endswith("(outage)"),
+            timeout=60,
+        )
+    assert stack.sql("SELECT count(*) FROM replicator.dead_letters")[0][0] == 0
+    stack.wait_idle()
+    assert stack.health()["healthy"]
+
+
+def test_severed_replication_connection_reconnects_without_loss(stack: Stack) -> None:
+    stack.start()
+    stack.wait_backfilled()
+    slot = f"slot_{stack.dsn.split('dbname=')[1].split()[0]}"
+    stack.sql("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+    stack.sql("UPDATE customers SET name = name || ' after reconnect' WHERE id = 3")
+    stack.wait_for(
+        "the change made while reconnecting",
+        lambda: str((stack.sink.lookup("account", "CUST-3") or {}).get("name", "")).endswith("after reconnect"),
+        timeout=60,
+    )
+    assert stack.proc is not None and stack.proc.poll() is None  # the service survived
+    assert "source connection lost; reconnecting" in stack.log_tail(200)
+    stack.wait_idle()

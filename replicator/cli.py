@@ -112,7 +112,9 @@ def _progress() -> Progress:
     )
 
 
-def _run_backfill(parts: Parts, stop: threading.Event, entity: str | None, restart: bool) -> int:
+def _run_backfill(
+    parts: Parts, stop: threading.Event, entity: str | None, restart: bool, on_page: Any = None
+) -> int:
     from replicator.jobs.backfill import backfill
     from replicator.pipeline.processor import Processor
 
@@ -128,6 +130,8 @@ def _run_backfill(parts: Parts, stop: threading.Event, entity: str | None, resta
             if name not in tasks:
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done, total=max(total, done))
+            if on_page is not None:
+                on_page()
 
         results = backfill(
             processor, chosen, page_size=parts.config.pipeline.batch_size, restart=restart, progress=progress
@@ -204,7 +208,9 @@ def run(
         never = [e for e in parts.entities if done.get(f"backfill:{e}") != "done"]
         if backfill_first and never:
             console.print(f"initial backfill of {', '.join(never)}")
-            _run_backfill(parts, stop, None, restart=False)
+            # A backfill making progress is healthy; /healthz must not fail a long first load.
+            health.source_connected()
+            _run_backfill(parts, stop, None, restart=False, on_page=health.acked)
         if stop.is_set():
             return
         source = PgSlotSource(

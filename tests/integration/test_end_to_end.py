@@ -95,6 +95,9 @@ def test_backfill_then_stream_every_entity_and_reconcile_clean(stack: Stack) -> 
     assert "replicator_crm_request_seconds_count" in metrics
     result = stack.cli("reconcile")
     assert result.returncode == 0, result.stdout + result.stderr
+    status = stack.cli("status")
+    assert status.returncode == 0, status.stderr
+    assert "customers" in status.stdout and "synced" in status.stdout and "open dead letters: 0" in status.stdout
     assert stack.stop() == 0
 
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 from replicator.mapping.expr import ExprEvalError, compile_expr, compile_predicate
-from replicator.mapping.functions import cast_text, json_text
+from replicator.mapping.expr.values import cast_text, json_text
 
 pytestmark = pytest.mark.integration
 

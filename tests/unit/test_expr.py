@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from replicator.mapping.expr import ExprEvalError, MappingError, compile_expr, compile_predicate
-from replicator.mapping.functions import cast_text
+from replicator.mapping.expr.values import cast_text
 
 D = Decimal
 ROW = {

@@ -103,6 +103,8 @@ class Planner:
     def targets(self, changes: Iterable[Change], reader: ErpReader) -> list[Target]:
         """One target per record, in first-seen order, carrying the latest change."""
         found: dict[tuple[str, Key], Target] = {}
+        # (entity, related alias) -> join value -> the first change that touched it
+        related: dict[tuple[str, str], dict[Key, Change]] = {}
 
         def want(entity: Entity, key: Key, change: Change, row: Row | None, deleted: bool) -> None:
             slot = (entity.name, key)
@@ -126,12 +128,20 @@ class Planner:
                     complete = not (change.unchanged & entity.needed)
                     want(entity, key, change, change.after if complete else None, False)
             for entity, alias in self._by_related.get(change.table, ()):
-                rel = entity.related[alias]
                 images = [img for img in (change.before, change.after) if img]
-                join_values = list({v for v in reader.parent_keys(rel, images) if None not in v})
-                for key in reader.base_keys_by_join(entity.table, entity.key, rel, join_values):
-                    if (entity.name, key) not in found or found[(entity.name, key)].row is not None:
-                        want(entity, key, change, None, False)
+                for value in reader.parent_keys(entity.related[alias], images):
+                    if None not in value:
+                        # A related row can point at a parent before and after its update: both re-sync.
+                        related.setdefault((entity.name, alias), {}).setdefault(value, change)
+        # One query per (entity, related table) for the whole batch, not one per change.
+        for (name, alias), by_value in related.items():
+            entity = self.entities[name]
+            rel = entity.related[alias]
+            for value, key in reader.base_keys_by_join(entity.table, entity.key, rel, list(by_value)):
+                current = found.get((name, key))
+                if current is not None and (current.deleted or current.row is None):
+                    continue  # a delete stands; a pending re-read already sees the related change
+                want(entity, key, by_value[value], None, False)
         return list(found.values())
 
     # -- planning ----------------------------------------------------------
@@ -197,12 +207,14 @@ class Planner:
         frontier = targets
         while frontier:
             wanted: dict[str, set[Key]] = {}
+            unread: dict[str, list[Target]] = {}
             for t in frontier:
-                if t.deleted:
-                    continue
-                if t.row is None:
-                    self._load_rows(t.entity, [t], reader)
-                if t.row is None:
+                if t.row is None and not t.deleted and t.entity.lookups:
+                    unread.setdefault(t.entity.name, []).append(t)
+            for group in unread.values():
+                self._load_rows(group[0].entity, group, reader)  # one query per entity, not per row
+            for t in frontier:
+                if t.deleted or t.row is None:
                     continue
                 for lookup in t.entity.lookups.values():
                     key = tuple(t.row.get(c) for c in lookup.key)
@@ -280,22 +292,10 @@ class Planner:
         action = Action.UPSERT
         if entity.soft_delete is not None and entity.soft_delete(ctx):
             action = Action.ARCHIVE
-        digest = payload_hash(action, record)
-        if crm_id is not None and last is not None and last[0] == digest:
+        op = _operation(entity, ext_id, action, record, crm_id)
+        if crm_id is not None and last is not None and last[0] == op.payload_hash:
             return Planned(t, skip=Skip.UNCHANGED)
-        return Planned(
-            t,
-            op=Operation(
-                entity=entity.name,
-                object=entity.object,
-                action=action,
-                external_id=ext_id,
-                record=record,
-                crm_id=crm_id,
-                idempotency_key=f"{entity.name}:{ext_id}:{action.value}:{digest[:24]}",
-                payload_hash=digest,
-            ),
-        )
+        return Planned(t, op=op)
 
     def _plan_removal(self, entity: Entity, t: Target, ext_id: str, crm_id: str | None, known: bool) -> Planned:
         if entity.on_delete == "ignore":
@@ -303,19 +303,22 @@ class Planner:
         if not known:
             return Planned(t, skip=Skip.FILTERED)
         action = Action.DELETE if entity.on_delete == "delete" else Action.ARCHIVE
-        digest = payload_hash(action, {})
-        return Planned(
-            t,
-            op=Operation(
-                entity=entity.name,
-                object=entity.object,
-                action=action,
-                external_id=ext_id,
-                crm_id=crm_id,
-                idempotency_key=f"{entity.name}:{ext_id}:{action.value}:{digest[:24]}",
-                payload_hash=digest,
-            ),
-        )
+        return Planned(t, op=_operation(entity, ext_id, action, {}, crm_id))
+
+
+def _operation(entity: Entity, ext_id: str, action: Action, record: dict[str, Any], crm_id: str | None) -> Operation:
+    """The idempotency key names the intended effect: same record, action and payload, same key."""
+    digest = payload_hash(action, record)
+    return Operation(
+        entity=entity.name,
+        object=entity.object,
+        action=action,
+        external_id=ext_id,
+        record=record,
+        crm_id=crm_id,
+        idempotency_key=f"{entity.name}:{ext_id}:{action.value}:{digest[:24]}",
+        payload_hash=digest,
+    )
 
 
 def frontier_position(targets: list[Target]) -> Any:

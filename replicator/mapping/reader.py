@@ -98,14 +98,14 @@ class ErpReader:
 
     def base_keys_by_join(
         self, table: str, key_cols: Sequence[str], rel: Related, join_values: Sequence[Key]
-    ) -> list[Key]:
-        """Base-table keys whose join columns match any of the given values."""
+    ) -> list[tuple[Key, Key]]:
+        """(join value, base key) for every base row whose join columns match one of the values."""
         if not join_values:
             return []
         base_cols = list(rel.join.values())
         if list(base_cols) == list(key_cols):
-            return list(join_values)
-        query = sql.SQL("SELECT {keys} FROM {table} WHERE ({cols}) IN (SELECT * FROM unnest({ph}))").format(
+            return [(v, v) for v in join_values]
+        query = sql.SQL("SELECT {keys}, {cols} FROM {table} WHERE ({cols}) IN (SELECT * FROM unnest({ph}))").format(
             keys=sql.SQL(", ").join(sql.Identifier(c) for c in key_cols),
             table=_ident(table),
             cols=sql.SQL(", ").join(sql.Identifier(c) for c in base_cols),
@@ -114,7 +114,7 @@ class ErpReader:
         columns = [list(col) for col in zip(*join_values, strict=True)]
         with self._lock:
             rows = self._conn.execute(query, columns).fetchall()
-        return [tuple(r[c] for c in key_cols) for r in rows]
+        return [(tuple(r[c] for c in base_cols), tuple(r[c] for c in key_cols)) for r in rows]
 
     def scan(
         self, table: str, key_cols: Sequence[str], page_size: int = 1000, after: Key | None = None

@@ -186,3 +186,62 @@ def test_unknown_table_is_a_startup_error() -> None:
     with pytest.raises(MappingError) as err:
         entities(bad)
     assert "public.customer does not exist" in str(err.value)
+
+
+RELATED_CONFIG = """\
+erp: {dsn: x}
+crm: {kind: discard}
+mappings:
+  customers:
+    table: customers
+    object: account
+    related:
+      email: {table: contacts, join: {customer_id: id}, where: "status = 'email'"}
+    fields:
+      name: name
+      email: email.last
+"""
+
+
+class JoinReader:
+    """Answers the planner's routing questions from memory: join value -> base key."""
+
+    def __init__(self) -> None:
+        self.queries = 0
+
+    def parent_keys(self, rel: Any, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [tuple(r.get(c) for c in rel.join) for r in rows]
+
+    def base_keys_by_join(self, table: str, key: Any, rel: Any, values: list[tuple[Any, ...]]) -> list[Any]:
+        self.queries += 1
+        return [(v, v) for v in values]
+
+
+def contact_change(customer_id: int, op: Op, n: int) -> Change:
+    row = {"id": 100 + n, "customer_id": customer_id, "status": "email", "last": f"x{n}@example.com"}
+    return Change(
+        "t",
+        "public.contacts",
+        op,
+        (row["id"],),
+        row if op is Op.DELETE else None,
+        None if op is Op.DELETE else row,
+        Position("s", n),
+    )
+
+
+def test_related_changes_resync_their_parent_with_one_lookup_per_batch() -> None:
+    ents = entities(RELATED_CONFIG)
+    reader = JoinReader()
+    changes = [contact_change(1, Op.UPDATE, 1), contact_change(2, Op.CREATE, 2), contact_change(1, Op.UPDATE, 3)]
+    targets = Planner(ents).targets(changes, reader)  # type: ignore[arg-type]
+    assert sorted(t.key for t in targets) == [(1,), (2,)]
+    assert all(t.row is None and not t.deleted for t in targets)  # re-read from the ERP when planned
+    assert reader.queries == 1
+
+
+def test_a_related_change_never_overrides_the_parents_delete() -> None:
+    ents = entities(RELATED_CONFIG)
+    parent_delete = Change("t", "public.customers", Op.DELETE, (1,), {"id": 1}, None, Position("s", 1))
+    targets = Planner(ents).targets([parent_delete, contact_change(1, Op.DELETE, 2)], JoinReader())  # type: ignore[arg-type]
+    assert len(targets) == 1 and targets[0].deleted

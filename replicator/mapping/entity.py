@@ -23,6 +23,9 @@ class Related:
     where_sql: str | None  # rendered for PostgreSQL, run by the ERP itself
     order_by_sql: str | None
     columns: tuple[str, ...]
+    # SQL types of the join columns (related side, base side): text values must be cast to be compared.
+    join_types: tuple[str, ...] = ()
+    base_join_types: tuple[str, ...] = ()
 
 
 @dataclass
@@ -101,6 +104,8 @@ def compile_entity(name: str, cfg: EntityConfig, catalog: Mapping[str, TableInfo
             where_sql=_pg_sql(rel_cfg.where, f"{rloc}.where") if rel_cfg.where else None,
             order_by_sql=_order_by_sql(rel_cfg.order_by, f"{rloc}.order_by") if rel_cfg.order_by else None,
             columns=rinfo.columns,
+            join_types=tuple(rinfo.types[c] for c in rel_cfg.join),
+            base_join_types=tuple(info.types[c] for c in rel_cfg.join.values()),
         )
         schema[alias] = rinfo.columns
 

@@ -173,7 +173,7 @@ class Planner:
         missing = [t for t in group if t.row is None and not t.deleted]
         if not missing:
             return
-        rows = reader.rows_by_key(entity.table, entity.key, [t.key for t in missing])
+        rows = reader.rows_by_key(entity.table, entity.key, [t.key for t in missing], types=entity.key_types)
         for t in missing:
             t.row = rows.get(t.key)
 

@@ -20,6 +20,13 @@ from replicator.mapping.entity import Related
 Key = tuple[Any, ...]
 
 
+def _arrays(types: Sequence[str] | None, count: int) -> sql.Composable:
+    """Placeholders for unnest(): typed arrays, because an untyped text[] is ambiguous to PostgreSQL."""
+    if types:
+        return sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(t)) for t in types)
+    return sql.SQL(", ").join(sql.Placeholder() for _ in range(count))
+
+
 def _ident(qualified: str) -> sql.Composable:
     schema, table = split_table(qualified)
     return sql.Identifier(schema, table)
@@ -54,10 +61,7 @@ class ErpReader:
         if not keys:
             return {}
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in key_cols)
-        if types:
-            arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(t)) for t in types)
-        else:
-            arrays = sql.SQL(", ").join(sql.Placeholder() for _ in key_cols)
+        arrays = _arrays(types, len(key_cols))
         query = sql.SQL("SELECT * FROM {} WHERE ({}) IN (SELECT * FROM unnest({}))").format(_ident(table), cols, arrays)
         columns = [list(col) for col in zip(*keys, strict=True)]
         with self._lock:
@@ -78,7 +82,7 @@ class ErpReader:
         ).format(
             cols=join_cols,
             table=_ident(rel.table),
-            ph=sql.SQL(", ").join(sql.Placeholder() for _ in rel_cols),
+            ph=_arrays(rel.join_types, len(rel_cols)),
         )
         if rel.where_sql:
             query += sql.SQL(" AND (") + sql.SQL(rel.where_sql) + sql.SQL(")")
@@ -109,7 +113,7 @@ class ErpReader:
             keys=sql.SQL(", ").join(sql.Identifier(c) for c in key_cols),
             table=_ident(table),
             cols=sql.SQL(", ").join(sql.Identifier(c) for c in base_cols),
-            ph=sql.SQL(", ").join(sql.Placeholder() for _ in base_cols),
+            ph=_arrays(rel.base_join_types, len(base_cols)),
         )
         columns = [list(col) for col in zip(*join_values, strict=True)]
         with self._lock:

@@ -431,6 +431,10 @@ class PgSlotSource:
                         self._send_status(pgconn)
                 continue
             if n == 0:
+                if out and not self._in_tx:
+                    # Whole transactions are ready and nothing else is buffered: hand them over now
+                    # instead of waiting out the timeout (that wait would be pure latency).
+                    return
                 now = time.monotonic()
                 if polled and now >= deadline:
                     return

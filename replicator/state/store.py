@@ -53,6 +53,39 @@ class DeadLetter:
     last_seen: datetime
 
 
+# A CRM id re-used by another key means that key's record was merged or claimed:
+# the newest owner wins, so the stale mapping goes first.
+_DROP_STALE_ID = (
+    "DELETE FROM replicator.id_map WHERE crm_object = %s AND crm_id = %s AND (entity, erp_key) <> (%s, %s)"
+)
+_UPSERT_ID = (
+    "INSERT INTO replicator.id_map (entity, erp_key, crm_object, crm_id) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (entity, erp_key) DO UPDATE SET crm_id = excluded.crm_id, "
+    "crm_object = excluded.crm_object, updated_at = now()"
+)
+_STATE_FAILED = (
+    "INSERT INTO replicator.sync_state (entity, erp_key, crm_id, status, last_op, last_action, "
+    "last_position, last_error, last_error_at, attempts) "
+    "VALUES (%s, %s, %s, 'failed', %s, %s, %s, %s, now(), 1) "
+    "ON CONFLICT (entity, erp_key) DO UPDATE SET status = 'failed', last_op = excluded.last_op, "
+    "last_action = excluded.last_action, last_position = excluded.last_position, "
+    "last_error = excluded.last_error, last_error_at = now(), "
+    "attempts = replicator.sync_state.attempts + 1, updated_at = now()"
+)
+_STATE_OK = (
+    "INSERT INTO replicator.sync_state (entity, erp_key, crm_id, status, last_op, last_action, "
+    "last_hash, last_position, last_synced_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now()) "
+    "ON CONFLICT (entity, erp_key) DO UPDATE SET crm_id = excluded.crm_id, "
+    "status = excluded.status, last_op = excluded.last_op, last_action = excluded.last_action, "
+    "last_hash = excluded.last_hash, last_position = excluded.last_position, "
+    "last_synced_at = now(), last_error = NULL, attempts = 0, updated_at = now()"
+)
+_RESOLVE_LETTER = (
+    "UPDATE replicator.dead_letters SET status = 'replayed', resolved_at = now() "
+    "WHERE entity = %s AND erp_key = %s AND status = 'open'"
+)
+
+
 def _json_default(value: Any) -> Any:
     return str(value)
 
@@ -130,59 +163,44 @@ class StateStore:
             self._upsert_id(op.entity, op.external_id, op.object, crm_id)
 
     def _upsert_id(self, entity: str, erp_key: str, crm_object: str, crm_id: str) -> None:
-        # A CRM id re-used by another key means that key's record was merged or
-        # claimed: the newest owner wins, so drop the stale mapping first.
-        self._conn.execute(
-            "DELETE FROM replicator.id_map WHERE crm_object = %s AND crm_id = %s AND (entity, erp_key) <> (%s, %s)",
-            (crm_object, crm_id, entity, erp_key),
-        )
-        self._conn.execute(
-            "INSERT INTO replicator.id_map (entity, erp_key, crm_object, crm_id) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (entity, erp_key) DO UPDATE SET crm_id = excluded.crm_id, "
-            "crm_object = excluded.crm_object, updated_at = now()",
-            (entity, erp_key, crm_object, crm_id),
-        )
+        self._conn.execute(_DROP_STALE_ID, (crm_object, crm_id, entity, erp_key))
+        self._conn.execute(_UPSERT_ID, (entity, erp_key, crm_object, crm_id))
 
     # -- sync state --------------------------------------------------------
     def record(self, records: Sequence[SyncRecord]) -> None:
-        """Persist outcomes of one sink call in one transaction."""
+        """Persist outcomes of one sink call in one transaction, a statement per kind of
+        write (executemany pipelines them): per-row round trips would dominate a batch."""
         if not records:
             return
-        with self._lock, self._conn.transaction():
-            for r in records:
-                if r.status in ("synced", "archived") and r.crm_id and r.crm_object:
-                    self._upsert_id(r.entity, r.erp_key, r.crm_object, r.crm_id)
-                elif r.status == "deleted":
-                    self._conn.execute(
-                        "DELETE FROM replicator.id_map WHERE entity = %s AND erp_key = %s", (r.entity, r.erp_key)
-                    )
-                if r.status == "failed":
-                    self._conn.execute(
-                        "INSERT INTO replicator.sync_state (entity, erp_key, crm_id, status, last_op, last_action, "
-                        "last_position, last_error, last_error_at, attempts) "
-                        "VALUES (%s, %s, %s, 'failed', %s, %s, %s, %s, now(), 1) "
-                        "ON CONFLICT (entity, erp_key) DO UPDATE SET status = 'failed', last_op = excluded.last_op, "
-                        "last_action = excluded.last_action, last_position = excluded.last_position, "
-                        "last_error = excluded.last_error, last_error_at = now(), "
-                        "attempts = replicator.sync_state.attempts + 1, updated_at = now()",
-                        (r.entity, r.erp_key, r.crm_id, r.last_op, r.action, r.position, r.error),
-                    )
-                else:
-                    self._conn.execute(
-                        "INSERT INTO replicator.sync_state (entity, erp_key, crm_id, status, last_op, last_action, "
-                        "last_hash, last_position, last_synced_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now()) "
-                        "ON CONFLICT (entity, erp_key) DO UPDATE SET crm_id = excluded.crm_id, "
-                        "status = excluded.status, last_op = excluded.last_op, last_action = excluded.last_action, "
-                        "last_hash = excluded.last_hash, last_position = excluded.last_position, "
-                        "last_synced_at = now(), last_error = NULL, attempts = 0, updated_at = now()",
-                        (r.entity, r.erp_key, r.crm_id, r.status, r.last_op, r.action, r.payload_hash, r.position),
-                    )
-                    # A success supersedes an open dead letter for the same record.
-                    self._conn.execute(
-                        "UPDATE replicator.dead_letters SET status = 'replayed', resolved_at = now() "
-                        "WHERE entity = %s AND erp_key = %s AND status = 'open'",
-                        (r.entity, r.erp_key),
-                    )
+        ok = [r for r in records if r.status != "failed"]
+        failed = [r for r in records if r.status == "failed"]
+        mapped = [
+            (r.entity, r.erp_key, r.crm_object, r.crm_id)
+            for r in ok
+            if r.status in ("synced", "archived") and r.crm_id and r.crm_object
+        ]
+        gone = [(r.entity, r.erp_key) for r in ok if r.status == "deleted"]
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            if mapped:
+                cur.executemany(_DROP_STALE_ID, [(o, c, e, k) for e, k, o, c in mapped])
+                cur.executemany(_UPSERT_ID, mapped)
+            if gone:
+                cur.executemany("DELETE FROM replicator.id_map WHERE entity = %s AND erp_key = %s", gone)
+            if failed:
+                cur.executemany(
+                    _STATE_FAILED,
+                    [(r.entity, r.erp_key, r.crm_id, r.last_op, r.action, r.position, r.error) for r in failed],
+                )
+            if ok:
+                cur.executemany(
+                    _STATE_OK,
+                    [
+                        (r.entity, r.erp_key, r.crm_id, r.status, r.last_op, r.action, r.payload_hash, r.position)
+                        for r in ok
+                    ],
+                )
+                # A success supersedes an open dead letter for the same record.
+                cur.executemany(_RESOLVE_LETTER, [(r.entity, r.erp_key) for r in ok])
 
     # -- dead letters ------------------------------------------------------
     def dead_letter(

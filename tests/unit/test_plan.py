@@ -15,12 +15,19 @@ from replicator.mapping.expr import MappingError
 from replicator.mapping.plan import Planner, Skip, Target, payload_hash
 from replicator.sinks.base import Action
 
+
+def table(name: str, columns: dict[str, str]) -> TableInfo:
+    return TableInfo(name, tuple(columns), columns, ("id",), "d")
+
+
 CATALOG = {
-    "public.customers": TableInfo(
-        "public.customers", ("id", "name", "credit", "active", "created_at"), {"id": "bigint"}, ("id",), "d"
+    "public.customers": table(
+        "public.customers",
+        {"id": "bigint", "name": "text", "credit": "numeric(14,2)", "active": "boolean", "created_at": "timestamptz"},
     ),
-    "public.contacts": TableInfo(
-        "public.contacts", ("id", "customer_id", "first", "last", "status"), {"id": "bigint"}, ("id",), "d"
+    "public.contacts": table(
+        "public.contacts",
+        {"id": "bigint", "customer_id": "bigint", "first": "text", "last": "text", "status": "text"},
     ),
 }
 

@@ -47,7 +47,8 @@ from replicator.ops import metrics
 from replicator.ops.health import Health
 from replicator.pipeline.processor import Processor
 from replicator.pipeline.runner import Runner
-from replicator.sources.pg_slot import PgSlotSource, create_slot, drop_slot, int_to_lsn
+from replicator.sources.pg_admin import create_slot, drop_slot, int_to_lsn
+from replicator.sources.pg_slot import PgSlotSource
 
 TX_ROWS = 1000
 STATE_TABLES = ("sync_state", "id_map", "ledger", "dead_letters", "checkpoints")

@@ -187,7 +187,8 @@ def run(
     from replicator.ops.http import HttpServer
     from replicator.pipeline.processor import Processor
     from replicator.pipeline.runner import Runner
-    from replicator.sources.pg_slot import PgSlotSource, int_to_lsn, slot_info
+    from replicator.sources.pg_admin import int_to_lsn, slot_info
+    from replicator.sources.pg_slot import PgSlotSource
 
     cfg = _config(config)
     parts = _build(cfg)
@@ -248,7 +249,7 @@ def run(
 
 
 def _start_lag_sampler(dsn: str, slot: str, stop: threading.Event) -> None:
-    from replicator.sources.pg_slot import slot_info
+    from replicator.sources.pg_admin import slot_info
 
     def sample() -> None:
         while not stop.wait(5.0):
@@ -312,7 +313,7 @@ def preview(
 @app.command()
 def status(config: ConfigOpt) -> None:
     """Slot position and lag, per-entity sync state, open dead letters."""
-    from replicator.sources.pg_slot import int_to_lsn, slot_info
+    from replicator.sources.pg_admin import int_to_lsn, slot_info
 
     cfg = _config(config)
     parts = _build(cfg)

@@ -10,7 +10,7 @@ import psycopg
 from replicator.app import StartupError, build_entities, load_catalog, make_sink, mapped_tables
 from replicator.config.model import Config
 from replicator.mapping.expr import MappingError
-from replicator.sources import pg_slot
+from replicator.sources import pg_admin
 from replicator.state import migrations
 
 
@@ -40,7 +40,7 @@ def run_checks(config: Config) -> list[Finding]:
         )
         return findings
 
-    level = pg_slot.wal_level(dsn)
+    level = pg_admin.wal_level(dsn)
     findings.append(
         Finding("wal_level", "ok", level)
         if level == "logical"
@@ -89,7 +89,7 @@ def run_checks(config: Config) -> list[Finding]:
         findings.append(Finding("mappings", "fail", str(exc)))
 
     pub = config.source.publication
-    published = set(pg_slot.publication_tables(dsn, pub))
+    published = set(pg_admin.publication_tables(dsn, pub))
     missing = [t for t in tables if t not in published]
     if missing:
         findings.append(
@@ -98,7 +98,7 @@ def run_checks(config: Config) -> list[Finding]:
     else:
         findings.append(Finding(f"publication {pub}", "ok", f"{len(published)} tables"))
 
-    slot = pg_slot.slot_info(dsn, config.source.slot)
+    slot = pg_admin.slot_info(dsn, config.source.slot)
     if not slot.exists:
         findings.append(Finding(f"slot {config.source.slot}", "fail", "does not exist", "run `replicator setup`"))
     else:

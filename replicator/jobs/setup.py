@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from replicator.app import build_entities, make_sink, mapped_tables
 from replicator.config.model import Config
-from replicator.sources import pg_slot
+from replicator.sources import pg_admin
 from replicator.state import migrations
 
 
@@ -24,9 +24,9 @@ def setup(config: Config, *, crm: bool = True) -> list[Step]:
     build_entities(config)  # refuse to publish tables for a mapping that does not compile
     dsn = config.erp.dsn.get_secret_value()
     tables = mapped_tables(config)
-    pg_slot.create_publication(dsn, config.source.publication, tables)
+    pg_admin.create_publication(dsn, config.source.publication, tables)
     steps.append(Step(f"publication {config.source.publication}", ", ".join(tables)))
-    created = pg_slot.create_slot(dsn, config.source.slot)
+    created = pg_admin.create_slot(dsn, config.source.slot)
     steps.append(Step(f"slot {config.source.slot}", "created" if created else "exists"))
     if crm:
         sink = make_sink(config)

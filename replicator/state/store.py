@@ -93,7 +93,9 @@ def _json_default(value: Any) -> Any:
 class StateStore:
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
-        self._conn = psycopg.connect(dsn, autocommit=True)
+        # No server-side prepared statements: a generic plan chosen while id_map was empty
+        # (a first sync) would keep scanning the whole table as it grows.
+        self._conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=None)
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -15,8 +15,7 @@ import psycopg
 import pytest
 
 from replicator.change import Change, Op
-from replicator.sources.pg_slot import (
-    PgSlotSource,
+from replicator.sources.pg_admin import (
     SlotConnectionLost,
     create_publication,
     create_slot,
@@ -28,6 +27,7 @@ from replicator.sources.pg_slot import (
     slot_info,
     wal_level,
 )
+from replicator.sources.pg_slot import PgSlotSource
 
 pytestmark = pytest.mark.integration
 

@@ -93,9 +93,9 @@ def _json_default(value: Any) -> Any:
 class StateStore:
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
-        # No server-side prepared statements: a generic plan chosen while id_map was empty
-        # (a first sync) would keep scanning the whole table as it grows.
-        self._conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=None)
+        # Prepared statements, but planned for each call's values: a generic plan chosen while
+        # id_map was empty (a first sync) would keep scanning the whole table as it grows.
+        self._conn = psycopg.connect(dsn, autocommit=True, options="-c plan_cache_mode=force_custom_plan")
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -122,9 +122,16 @@ class Processor:
             if not retry:
                 return
             if attempt >= self.retry.max_attempts:
-                for p, result in retry:
-                    self._fail(p, f"gave up after {attempt} attempts: {result.error}", attempt, records, report)
-                return
+                if all(_crm_unavailable(r) for _, r in retry):
+                    # The CRM is down, not these records: parking the whole stream in the
+                    # dead-letter table would only make work for ops. Keep retrying at the
+                    # longest backoff; /healthz reports the stall and alerts fire.
+                    log.error("CRM unreachable; retrying until it answers", pending=len(retry), error=retry[0][1].error)
+                    attempt = self.retry.max_attempts - 1
+                else:
+                    for p, result in retry:
+                        self._fail(p, f"gave up after {attempt} attempts: {result.error}", attempt, records, report)
+                    return
             wait = backoff(attempt, self.retry, max((r.retry_after or 0.0) for _, r in retry) or None)
             for p, result in retry:
                 metrics.RETRIES.labels(p.target.entity.name, _reason(result)).inc()
@@ -216,6 +223,11 @@ class Processor:
         ts = p.target.change.commit_ts
         if ts is not None:
             metrics.COMMIT_TO_ACK.labels(p.target.entity.name).observe(max(0.0, time.time() - ts.timestamp()))
+
+
+def _crm_unavailable(result: Result) -> bool:
+    """No answer, a rate limit, or a gateway saying the CRM is down: the CRM's state, not the record's."""
+    return result.status_code in (None, 0, 429, 502, 503, 504)
 
 
 def _no_hashes(entity: str, keys: object) -> dict[str, tuple[str | None, str]]:

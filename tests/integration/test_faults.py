@@ -67,3 +67,31 @@ def test_severed_replication_connection_reconnects_without_loss(stack: Stack) ->
     assert stack.proc is not None and stack.proc.poll() is None  # the service survived
     assert "source connection lost; reconnecting" in stack.log_tail(200)
     stack.wait_idle()
+
+
+def test_outage_longer_than_the_retry_budget_is_waited_out_not_dead_lettered(
+    stack: Stack, frozen_crm: Callable[[bool], None]
+) -> None:
+    text = stack.config_path.read_text()
+    text = text.replace("concurrency: 4", "concurrency: 4\n  timeout_s: 0.5")
+    text = text.replace("stall_timeout_s: 60", "stall_timeout_s: 2\n  retry: {max_attempts: 2, max_backoff_s: 0.5}")
+    stack.config_path.write_text(text)
+    stack.start()
+    stack.wait_backfilled()
+    frozen_crm(True)
+    try:
+        stack.sql("UPDATE products SET name = name || ' (long outage)' WHERE sku = 'SKU-1004'")
+        # /healthz tells the truth while the CRM is gone ...
+        stack.wait_for("an unhealthy verdict", lambda: not stack.health()["healthy"], timeout=30)
+        assert "stalled" in " ".join(stack.health()["reasons"])
+        time.sleep(3)  # several times the retry budget
+    finally:
+        frozen_crm(False)
+    stack.wait_for(
+        "the change after the outage",
+        lambda: str((stack.sink.lookup("product", "SKU-1004") or {}).get("name", "")).endswith("(long outage)"),
+        timeout=60,
+    )
+    # ... and nothing was parked as a dead letter: the records were fine, the CRM was not.
+    assert stack.sql("SELECT count(*) FROM replicator.dead_letters")[0][0] == 0
+    stack.wait_for("a healthy verdict again", lambda: stack.health()["healthy"], timeout=30)

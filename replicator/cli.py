@@ -112,9 +112,7 @@ def _progress() -> Progress:
     )
 
 
-def _run_backfill(
-    parts: Parts, stop: threading.Event, entity: str | None, restart: bool, on_page: Any = None
-) -> int:
+def _run_backfill(parts: Parts, stop: threading.Event, entity: str | None, restart: bool, on_page: Any = None) -> int:
     from replicator.jobs.backfill import backfill
     from replicator.pipeline.processor import Processor
 

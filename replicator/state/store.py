@@ -55,9 +55,7 @@ class DeadLetter:
 
 # A CRM id re-used by another key means that key's record was merged or claimed:
 # the newest owner wins, so the stale mapping goes first.
-_DROP_STALE_ID = (
-    "DELETE FROM replicator.id_map WHERE crm_object = %s AND crm_id = %s AND (entity, erp_key) <> (%s, %s)"
-)
+_DROP_STALE_ID = "DELETE FROM replicator.id_map WHERE crm_object = %s AND crm_id = %s AND (entity, erp_key) <> (%s, %s)"
 _UPSERT_ID = (
     "INSERT INTO replicator.id_map (entity, erp_key, crm_object, crm_id) VALUES (%s, %s, %s, %s) "
     "ON CONFLICT (entity, erp_key) DO UPDATE SET crm_id = excluded.crm_id, "

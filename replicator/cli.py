@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
+import psycopg
 import structlog
 import typer
 from rich.console import Console
@@ -239,6 +240,10 @@ def run(
         _start_lag_sampler(dsn, cfg.source.slot, stop)
         console.print(f"streaming slot {cfg.source.slot} into {parts.sink.name}")
         runner.run()
+    except psycopg.OperationalError as exc:
+        # Nothing unapplied was acknowledged: a restart resumes exactly where this stopped.
+        console.print(f"[red]error:[/red] lost the ERP/state database: {str(exc).strip()}; exiting for a restart")
+        raise typer.Exit(3) from None
     finally:
         stop.set()
         if server is not None:

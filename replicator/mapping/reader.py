@@ -34,7 +34,7 @@ def _ident(qualified: str) -> sql.Composable:
 
 class ErpReader:
     def __init__(self, dsn: str, timezone: str = "UTC") -> None:
-        self._conn = psycopg.connect(dsn, autocommit=True, row_factory=dict_row)
+        self._conn = psycopg.connect(dsn, autocommit=True, row_factory=dict_row, application_name="replicator-reader")
         # Same values as the slot source gives: UTC for timestamptz, the configured
         # zone attached to timestamp-without-time-zone columns.
         self._conn.execute("SET TIME ZONE 'UTC'")

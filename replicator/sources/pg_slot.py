@@ -143,7 +143,13 @@ class PgSlotSource:
         self._next_status = time.monotonic() + self.status_interval
 
     def _start_replication(self) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(self.dsn, replication="database", autocommit=True, options=SERVER_OPTIONS)
+        conn = psycopg.connect(
+            self.dsn,
+            replication="database",
+            autocommit=True,
+            options=SERVER_OPTIONS,
+            application_name="replicator-slot",
+        )
         try:
             # Replication connections only speak the simple query protocol: no bound parameters.
             query = sql.SQL("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = {}")

@@ -93,7 +93,9 @@ class StateStore:
         self._dsn = dsn
         # Prepared statements, but planned for each call's values: a generic plan chosen while
         # id_map was empty (a first sync) would keep scanning the whole table as it grows.
-        self._conn = psycopg.connect(dsn, autocommit=True, options="-c plan_cache_mode=force_custom_plan")
+        self._conn = psycopg.connect(
+            dsn, autocommit=True, options="-c plan_cache_mode=force_custom_plan", application_name="replicator-state"
+        )
         self._lock = threading.Lock()
 
     def close(self) -> None:

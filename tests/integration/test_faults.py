@@ -95,3 +95,23 @@ def test_outage_longer_than_the_retry_budget_is_waited_out_not_dead_lettered(
     # ... and nothing was parked as a dead letter: the records were fine, the CRM was not.
     assert stack.sql("SELECT count(*) FROM replicator.dead_letters")[0][0] == 0
     stack.wait_for("a healthy verdict again", lambda: stack.health()["healthy"], timeout=30)
+
+
+def test_lost_state_connection_exits_for_a_restart_that_resumes(stack: Stack) -> None:
+    stack.start()
+    stack.wait_backfilled()
+    stack.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name IN ('replicator-state', 'replicator-reader')"
+    )
+    stack.sql("UPDATE customers SET name = name || ' (state lost)' WHERE id = 5")
+    assert stack.proc is not None
+    assert stack.proc.wait(60) == 3
+    assert "lost the ERP/state database" in stack.log_tail()
+    stack.start()
+    stack.wait_for(
+        "the change after the restart",
+        lambda: str((stack.sink.lookup("account", "CUST-5") or {}).get("name", "")).endswith("(state lost)"),
+        timeout=60,
+    )
+    assert stack.sql("SELECT count(*) FROM replicator.dead_letters")[0][0] == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from enum import StrEnum
@@ -34,7 +34,6 @@ class Target:
     change: Change
     row: Row | None  # the full current row when the change carried it
     deleted: bool = False
-    positions: list[Any] = field(default_factory=list)
 
 
 class Skip(StrEnum):
@@ -50,7 +49,6 @@ class Planned:
     op: Operation | None = None
     skip: Skip | None = None
     error: str | None = None  # a planning failure: dead-letter it
-    transient: bool = False
 
 
 def jsonable(value: Any) -> Any:
@@ -110,10 +108,9 @@ class Planner:
             slot = (entity.name, key)
             current = found.get(slot)
             if current is None:
-                found[slot] = Target(entity, key, change, row, deleted, [change.position])
+                found[slot] = Target(entity, key, change, row, deleted)
             else:
                 current.change, current.row, current.deleted = change, row, deleted
-                current.positions.append(change.position)
 
         for change in changes:
             if change.op is Op.TRUNCATE:
@@ -202,7 +199,11 @@ class Planner:
     ) -> list[Target]:
         """Parents that children in `targets` point at but that are neither in the
         id map nor among the targets: they are synced first, in the same batch."""
+        if not targets:
+            return []
         present = {(t.entity.name, t.key) for t in targets}
+        # Parents ride on the batch's position: they are acknowledged with it.
+        position = targets[0].change.position
         extra: list[Target] = []
         frontier = targets
         while frontier:
@@ -235,7 +236,7 @@ class Planner:
                         key=key,
                         before=None,
                         after=None,
-                        position=frontier_position(targets),
+                        position=position,
                     )
                     t = Target(parent, key, synthetic, None)
                     present.add((name, key))
@@ -320,6 +321,3 @@ def _operation(entity: Entity, ext_id: str, action: Action, record: dict[str, An
         payload_hash=digest,
     )
 
-
-def frontier_position(targets: list[Target]) -> Any:
-    return targets[0].change.position if targets else None

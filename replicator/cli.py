@@ -115,7 +115,7 @@ def _progress() -> Progress:
 
 def _run_backfill(parts: Parts, stop: threading.Event, entity: str | None, restart: bool, on_page: Any = None) -> int:
     from replicator.jobs.backfill import backfill
-    from replicator.pipeline.processor import Processor
+    from replicator.pipeline.processor import Interrupted, Processor
 
     processor = Processor(parts.planner, parts.reader, parts.store, parts.sink, parts.config.pipeline.retry, stop)
     chosen = [e for e in parts.entities.values() if entity is None or e.name == entity]
@@ -132,9 +132,13 @@ def _run_backfill(parts: Parts, stop: threading.Event, entity: str | None, resta
             if on_page is not None:
                 on_page()
 
-        results = backfill(
-            processor, chosen, page_size=parts.config.pipeline.batch_size, restart=restart, progress=progress
-        )
+        try:
+            results = backfill(
+                processor, chosen, page_size=parts.config.pipeline.batch_size, restart=restart, progress=progress
+            )
+        except Interrupted:
+            console.print("backfill interrupted: the next run resumes after the last completed page")
+            raise typer.Exit(130) from None
     failed = 0
     for r in results:
         failed += r.report.dead_lettered

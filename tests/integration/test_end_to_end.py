@@ -227,3 +227,24 @@ def test_sigterm_stops_cleanly_and_restart_resumes_without_resending(stack: Stac
     # The restart neither re-ran the backfill nor created anything again.
     assert stack.sql("SELECT count(*) FROM replicator.ledger")[0][0] == sent_before
     assert "initial backfill" not in stack.log_tail(200)
+
+
+def test_truncate_is_reported_not_propagated(stack: Stack) -> None:
+    stack.start()
+    stack.wait_backfilled()
+    before = sum(1 for r in stack.sink.iter_records("contact") if str(r.get("external_id", "")).startswith("CONT-"))
+    stack.sql("TRUNCATE contacts")
+    letter = stack.wait_for(
+        "the truncate report",
+        lambda: stack.sql("SELECT entity, op, reason FROM replicator.dead_letters WHERE erp_key = '*'"),
+    )
+    entity, op, reason = letter[0]
+    assert (entity, op) == ("contacts", "t")
+    assert "TRUNCATE of public.contacts was not propagated" in reason and "reconcile --repair" in reason
+    # The CRM keeps its contacts, and the stream goes on.
+    stack.sql("UPDATE products SET name = 'after truncate' WHERE sku = 'SKU-1005'")
+    stack.wait_for(
+        "a later change", lambda: (stack.sink.lookup("product", "SKU-1005") or {}).get("name") == "after truncate"
+    )
+    after = sum(1 for r in stack.sink.iter_records("contact") if str(r.get("external_id", "")).startswith("CONT-"))
+    assert after == before > 0

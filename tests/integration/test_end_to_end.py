@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter
 
+from replicator.sinks.base import Action, Operation, Outcome
 from tests.fixtures.stack import Stack
 
 
@@ -248,3 +249,57 @@ def test_truncate_is_reported_not_propagated(stack: Stack) -> None:
     )
     after = sum(1 for r in stack.sink.iter_records("contact") if str(r.get("external_id", "")).startswith("CONT-"))
     assert after == before > 0
+
+
+class _MemoryLedger:
+    """Stands in for the state store when a test edits the CRM behind the replicator's back."""
+
+    def begin_create(self, op: Operation) -> bool:
+        return False
+
+    def finish_create(self, op: Operation, crm_id: str) -> None:
+        pass
+
+
+def test_reconcile_finds_drift_and_repair_fixes_it(stack: Stack) -> None:
+    stack.start()
+    stack.wait_backfilled()
+    assert stack.stop() == 0
+    sink = stack.sink
+    # Drift made in the CRM by hand: a deleted account, an edited product, a stray contact.
+    account = sink.lookup("account", "CUST-4")
+    assert account is not None
+    ledger = _MemoryLedger()
+    results = sink.apply(
+        [
+            Operation("customers", "account", Action.DELETE, "CUST-4", crm_id=str(account["id"])),
+            Operation(
+                "products",
+                "product",
+                Action.UPSERT,
+                "SKU-1006",
+                record={"name": "edited in the CRM"},
+                crm_id=str((sink.lookup("product", "SKU-1006") or {})["id"]),
+            ),
+            Operation(
+                "contacts",
+                "contact",
+                Action.UPSERT,
+                "CONT-9999",
+                record={"first_name": "Stray", "last_name": "Record", "email": "stray@crm.example"},
+            ),
+        ],
+        ledger,
+    )
+    assert all(r.outcome is Outcome.OK for r in results), results
+    found = stack.cli("reconcile")
+    assert found.returncode == 1
+    assert "CUST-4: missing" in found.stdout
+    assert "SKU-1006: different name" in found.stdout
+    assert "CONT-9999: extra" in found.stdout
+    repaired = stack.cli("reconcile", "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert (sink.lookup("product", "SKU-1006") or {}).get("name") != "edited in the CRM"
+    assert sink.lookup("account", "CUST-4") is not None
+    stray = sink.lookup("contact", "CONT-9999")
+    assert stray is None or stray.get("is_active") is False  # contacts: on_delete archive

@@ -63,3 +63,17 @@ def test_preview_prints_the_payload_without_sending(stack: Stack) -> None:
     missing = stack.cli("preview", "customers", "99999")
     assert missing.returncode == 1
     assert "no row in public.customers" in missing.stderr
+
+
+def test_check_warns_when_the_slot_retains_too_much_wal(stack: Stack, tmp_path: Path) -> None:
+    config = tmp_path / "lag.yaml"
+    config.write_text(
+        stack.config_path.read_text().replace("  publication: pub_", "  lag_warn_bytes: 1024\n  publication: pub_")
+    )
+    # Nobody consumes the slot: every write below is WAL it must retain.
+    stack.sql("UPDATE customers SET notes = repeat('x', 5000)")
+    result = run(["check", "--config", str(config)], stack.env)
+    assert result.returncode == 0, result.stdout + result.stderr  # a warning, not a failure
+    line = next(line for line in result.stdout.splitlines() if "slot slot_" in line)
+    assert "warn" in line and "retains" in line
+    assert "the replicator is behind or stopped" in result.stdout

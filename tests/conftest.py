@@ -1,1 +1,7 @@
-pytest_plugins = ["tests.fixtures.pg", "tests.fixtures.crm", "tests.fixtures.stack"]
+from hypothesis import settings
+
+pytest_plugins = ["tests.fixtures.pg", "tests.fixtures.crm", "tests.fixtures.stack", "tests.fixtures.prometheus"]
+
+# Two shared, noisy cores: a per-example deadline would fail on load, not on a bug.
+settings.register_profile("replicator", deadline=None)
+settings.load_profile("replicator")

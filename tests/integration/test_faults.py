@@ -1,32 +1,13 @@
-"""Faults on purpose: a frozen CRM, a severed replication connection."""
+"""Faults on purpose: a frozen CRM, a severed replication connection.
+
+`frozen_crm` lives in tests/fixtures/stack.py (shared with tests/integration/test_dashboards.py)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
-
-from replicator.devstack.bottlecrm import BottleCrm
 from tests.fixtures.stack import Stack
-
-
-@pytest.fixture
-def frozen_crm(bottlecrm: BottleCrm) -> Iterator[Callable[[bool], None]]:
-    """Freezes every gunicorn process (SIGSTOP): connections are accepted, nothing answers."""
-    group = os.getpgid(bottlecrm.pid)
-    frozen = False
-
-    def freeze(on: bool) -> None:
-        nonlocal frozen
-        os.killpg(group, signal.SIGSTOP if on else signal.SIGCONT)
-        frozen = on
-
-    yield freeze
-    if frozen:
-        os.killpg(group, signal.SIGCONT)
 
 
 def test_crm_outage_is_retried_and_nothing_is_dead_lettered(stack: Stack, frozen_crm: Callable[[bool], None]) -> None:

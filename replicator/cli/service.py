@@ -1,0 +1,181 @@
+"""Commands that move data: run (the service) and backfill."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated, Any
+
+import psycopg
+import structlog
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from replicator.app import Parts
+from replicator.cli.app import ConfigOpt, app, build_parts, console, load
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _run_backfill(parts: Parts, stop: threading.Event, entity: str | None, restart: bool, on_page: Any = None) -> int:
+    from replicator.jobs.backfill import backfill
+    from replicator.pipeline.processor import Interrupted, Processor
+
+    processor = Processor(parts.planner, parts.reader, parts.store, parts.sink, parts.config.pipeline.retry, stop)
+    chosen = [e for e in parts.entities.values() if entity is None or e.name == entity]
+    if not chosen:
+        console.print(f"[red]error:[/red] no entity {entity!r}; mapped: {', '.join(parts.entities)}")
+        raise typer.Exit(2)
+    tasks: dict[str, TaskID] = {}
+    with _progress() as bar:
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=max(total, done))
+            if on_page is not None:
+                on_page()
+
+        try:
+            results = backfill(
+                processor, chosen, page_size=parts.config.pipeline.batch_size, restart=restart, progress=progress
+            )
+        except Interrupted:
+            console.print("backfill interrupted: the next run resumes after the last completed page")
+            raise typer.Exit(130) from None
+    failed = 0
+    for r in results:
+        failed += r.report.dead_lettered
+        console.print(
+            f"{r.entity}: {r.rows} rows, {r.report.applied} sent, {r.report.skipped} unchanged/filtered, "
+            f"{r.report.dead_lettered} dead letters",
+            highlight=False,
+        )
+    return failed
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        console.print(f"received {signal.Signals(signum).name}: finishing the current batch, then stopping")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@app.command()
+def backfill(
+    config: ConfigOpt,
+    entity: Annotated[str | None, typer.Option(help="only this entity")] = None,
+    restart: Annotated[bool, typer.Option(help="ignore saved progress and start from the first row")] = False,
+) -> None:
+    """Sync every mapped ERP row (parents first), resumably; unchanged records cost no CRM call."""
+    parts = build_parts(load(config))
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    try:
+        failed = _run_backfill(parts, stop, entity, restart)
+    finally:
+        parts.close()
+    if failed:
+        console.print(f"[yellow]{failed} record(s) went to the dead-letter table: `replicator dlq list`[/yellow]")
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    config: ConfigOpt,
+    backfill_first: Annotated[
+        bool, typer.Option("--backfill/--no-backfill", help="backfill before streaming when it never completed")
+    ] = True,
+) -> None:
+    """Run the service: stream the slot into the CRM, serve /metrics and /healthz."""
+    from replicator.ops.health import Health
+    from replicator.ops.http import HttpServer
+    from replicator.pipeline.processor import Processor
+    from replicator.pipeline.runner import Runner
+    from replicator.sources.pg_admin import int_to_lsn, slot_info
+    from replicator.sources.pg_slot import PgSlotSource
+
+    cfg = load(config)
+    parts = build_parts(cfg)
+    dsn = cfg.erp.dsn.get_secret_value()
+    if not slot_info(dsn, cfg.source.slot).exists:
+        console.print(f"[red]error:[/red] replication slot {cfg.source.slot!r} does not exist; run `replicator setup`")
+        raise typer.Exit(2)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    health = Health(cfg.pipeline.stall_timeout_s)
+    server = None
+    if cfg.metrics.listen:
+        server = HttpServer(cfg.metrics.listen, health)
+        server.start()
+        console.print(f"metrics and health on http://{cfg.metrics.listen}/metrics and /healthz")
+    try:
+        done = {c["stream"]: c["position"] for c in parts.store.checkpoints()}
+        never = [e for e in parts.entities if done.get(f"backfill:{e}") != "done"]
+        if backfill_first and never:
+            console.print(f"initial backfill of {', '.join(never)}")
+            # A backfill making progress is healthy; /healthz must not fail a long first load.
+            health.source_connected()
+            _run_backfill(parts, stop, None, restart=False, on_page=health.acked)
+        if stop.is_set():
+            return
+        source = PgSlotSource(
+            dsn,
+            slot=cfg.source.slot,
+            publication=cfg.source.publication,
+            name=cfg.source.slot,
+            timezone=cfg.erp.timezone,
+            drop_origins=[cfg.source.origin],
+            status_interval=cfg.source.status_interval_s,
+        )
+        processor = Processor(parts.planner, parts.reader, parts.store, parts.sink, cfg.pipeline.retry, stop)
+        store = parts.store
+
+        def checkpoint(position: Any) -> None:
+            store.save_checkpoint(position.stream, int_to_lsn(position.offset), position.offset)
+
+        runner = Runner(
+            source,
+            processor,
+            health,
+            batch_size=cfg.pipeline.batch_size,
+            max_wait_s=cfg.pipeline.max_wait_ms / 1000,
+            queue_size=cfg.pipeline.queue_size,
+            on_ack=checkpoint,
+        )
+        _start_lag_sampler(dsn, cfg.source.slot, stop)
+        console.print(f"streaming slot {cfg.source.slot} into {parts.sink.name}")
+        runner.run()
+    except psycopg.OperationalError as exc:
+        # Nothing unapplied was acknowledged: a restart resumes exactly where this stopped.
+        console.print(f"[red]error:[/red] lost the ERP/state database: {str(exc).strip()}; exiting for a restart")
+        raise typer.Exit(3) from None
+    finally:
+        stop.set()
+        if server is not None:
+            server.stop()
+        parts.close()
+
+
+def _start_lag_sampler(dsn: str, slot: str, stop: threading.Event) -> None:
+    from replicator.sources.pg_admin import slot_info
+
+    def sample() -> None:
+        while not stop.wait(5.0):
+            try:
+                slot_info(dsn, slot)  # sets the slot lag gauge
+            except Exception as exc:
+                structlog.get_logger().warning("slot lag sample failed", error=str(exc))
+
+    threading.Thread(target=sample, name="slot-lag", daemon=True).start()

@@ -154,7 +154,7 @@ def run(
             queue_size=cfg.pipeline.queue_size,
             on_ack=checkpoint,
         )
-        _start_lag_sampler(dsn, cfg.source.slot, stop)
+        _start_gauge_sampler(dsn, cfg.source.slot, parts.store, stop)
         console.print(f"streaming slot {cfg.source.slot} into {parts.sink.name}")
         runner.run()
     except psycopg.OperationalError as exc:
@@ -168,14 +168,19 @@ def run(
         parts.close()
 
 
-def _start_lag_sampler(dsn: str, slot: str, stop: threading.Event) -> None:
+def _start_gauge_sampler(dsn: str, slot: str, store: Any, stop: threading.Event) -> None:
+    """Gauges read from the databases (slot lag, open dead letters), every 5 s from the start."""
+    from replicator.ops import metrics
     from replicator.sources.pg_admin import slot_info
 
     def sample() -> None:
-        while not stop.wait(5.0):
+        while True:
             try:
                 slot_info(dsn, slot)  # sets the slot lag gauge
+                metrics.DEAD_LETTERS_OPEN.set(store.open_dead_letters())
             except Exception as exc:
-                structlog.get_logger().warning("slot lag sample failed", error=str(exc))
+                structlog.get_logger().warning("gauge sample failed", error=str(exc))
+            if stop.wait(5.0):
+                return
 
-    threading.Thread(target=sample, name="slot-lag", daemon=True).start()
+    threading.Thread(target=sample, name="gauges", daemon=True).start()

@@ -320,4 +320,3 @@ def _operation(entity: Entity, ext_id: str, action: Action, record: dict[str, An
         idempotency_key=f"{entity.name}:{ext_id}:{action.value}:{digest[:24]}",
         payload_hash=digest,
     )
-

@@ -177,6 +177,9 @@ def test_rejected_record_is_dead_lettered_and_the_others_continue(stack: Stack) 
     reason, attempts, status = letter[0]
     assert status == "open" and attempts >= 1
     assert "email" in reason.lower()
+    stack.wait_for(
+        "the open dead-letter gauge", lambda: "replicator_dead_letters_open 1.0" in stack.metrics(), timeout=20
+    )
     state = stack.sql("SELECT status, last_error FROM replicator.sync_state WHERE erp_key = 'CONT-700'")
     assert state[0][0] == "failed" and state[0][1]
     assert stack.sink.lookup("contact", "CONT-700") is None

@@ -32,6 +32,7 @@ def make_app(health: Health) -> Callable[[dict[str, Any], StartResponse], Iterab
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
+            health.verdict()  # replicator_healthy must be current at every scrape, not only when /healthz is asked
             return metrics_app(environ, start_response)
         if path == "/healthz":
             v = health.verdict()

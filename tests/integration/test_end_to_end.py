@@ -101,6 +101,7 @@ def test_backfill_then_stream_every_entity_and_reconcile_clean(stack: Stack) -> 
 
     stack.wait_idle()
     metrics = stack.metrics()
+    assert "replicator_healthy 1.0" in metrics  # current at every scrape, without anyone asking /healthz
     assert 'replicator_events_out_total{entity="customers",op="c",outcome="ok"}' in metrics
     assert "replicator_commit_to_ack_seconds_count" in metrics
     assert "replicator_crm_request_seconds_count" in metrics

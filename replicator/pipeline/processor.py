@@ -157,6 +157,7 @@ class Processor:
             crm_id=result.crm_id or p.op.crm_id,
             payload_hash=p.op.payload_hash,
             position=str(p.target.change.position),
+            id_changed=result.crm_id is not None and result.crm_id != p.op.crm_id,
         )
 
     def _fail(self, p: Planned, reason: str, attempts: int, records: list[SyncRecord], report: BatchReport) -> None:

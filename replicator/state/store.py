@@ -35,6 +35,8 @@ class SyncRecord:
     payload_hash: str | None = None
     position: str | None = None
     error: str | None = None
+    # The CRM id differs from the one the id map held: only then is the id map written.
+    id_changed: bool = True
 
 
 @dataclass(slots=True)
@@ -70,17 +72,20 @@ _STATE_FAILED = (
     "last_error = excluded.last_error, last_error_at = now(), "
     "attempts = replicator.sync_state.attempts + 1, updated_at = now()"
 )
+# One statement per batch: the rows arrive as parallel arrays.
 _STATE_OK = (
     "INSERT INTO replicator.sync_state (entity, erp_key, crm_id, status, last_op, last_action, "
-    "last_hash, last_position, last_synced_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now()) "
+    "last_hash, last_position, last_synced_at) "
+    "SELECT *, now() FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[], %s::text[]) "
     "ON CONFLICT (entity, erp_key) DO UPDATE SET crm_id = excluded.crm_id, "
     "status = excluded.status, last_op = excluded.last_op, last_action = excluded.last_action, "
     "last_hash = excluded.last_hash, last_position = excluded.last_position, "
     "last_synced_at = now(), last_error = NULL, attempts = 0, updated_at = now()"
 )
-_RESOLVE_LETTER = (
+_RESOLVE_LETTERS = (
     "UPDATE replicator.dead_letters SET status = 'replayed', resolved_at = now() "
-    "WHERE entity = %s AND erp_key = %s AND status = 'open'"
+    "WHERE status = 'open' AND (entity, erp_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
 )
 
 
@@ -170,16 +175,18 @@ class StateStore:
 
     # -- sync state --------------------------------------------------------
     def record(self, records: Sequence[SyncRecord]) -> None:
-        """Persist outcomes of one sink call in one transaction, a statement per kind of
-        write (executemany pipelines them): per-row round trips would dominate a batch."""
+        """Persist outcomes of one sink call in one transaction. Successes go in one
+        statement per table; per-row round trips would dominate a batch."""
         if not records:
             return
-        ok = [r for r in records if r.status != "failed"]
-        failed = [r for r in records if r.status == "failed"]
+        # One row per record: a later outcome for the same key supersedes an earlier one.
+        latest = list({(r.entity, r.erp_key): r for r in records}.values())
+        ok = [r for r in latest if r.status != "failed"]
+        failed = [r for r in latest if r.status == "failed"]
         mapped = [
             (r.entity, r.erp_key, r.crm_object, r.crm_id)
             for r in ok
-            if r.status in ("synced", "archived") and r.crm_id and r.crm_object
+            if r.status in ("synced", "archived") and r.crm_id and r.crm_object and r.id_changed
         ]
         gone = [(r.entity, r.erp_key) for r in ok if r.status == "deleted"]
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
@@ -194,15 +201,16 @@ class StateStore:
                     [(r.entity, r.erp_key, r.crm_id, r.last_op, r.action, r.position, r.error) for r in failed],
                 )
             if ok:
-                cur.executemany(
-                    _STATE_OK,
-                    [
+                columns = zip(
+                    *[
                         (r.entity, r.erp_key, r.crm_id, r.status, r.last_op, r.action, r.payload_hash, r.position)
                         for r in ok
                     ],
+                    strict=True,
                 )
+                cur.execute(_STATE_OK, [list(c) for c in columns])
                 # A success supersedes an open dead letter for the same record.
-                cur.executemany(_RESOLVE_LETTER, [(r.entity, r.erp_key) for r in ok])
+                cur.execute(_RESOLVE_LETTERS, ([r.entity for r in ok], [r.erp_key for r in ok]))
 
     # -- dead letters ------------------------------------------------------
     def dead_letter(

@@ -92,9 +92,7 @@ class Processor:
                 report.skipped += 1
                 metrics.EVENTS_OUT.labels(entity, op_code, p.skip.value).inc()
             elif p.error is not None:
-                self._dead_letter(p, p.error, None, 1)
-                report.dead_lettered += 1
-                report.errors.append(p.error)
+                self._fail(p, p.error, 1, records, report)
             else:
                 work.append(p)
         if work:
@@ -161,16 +159,16 @@ class Processor:
         )
 
     def _fail(self, p: Planned, reason: str, attempts: int, records: list[SyncRecord], report: BatchReport) -> None:
-        assert p.op is not None
-        self._dead_letter(p, reason, p.op, attempts)
+        """Dead-letter the record and mark it failed in sync_state, where ops look first."""
+        erp_key = self._dead_letter(p, reason, p.op, attempts)
         records.append(
             SyncRecord(
-                entity=p.op.entity,
-                erp_key=p.op.external_id,
+                entity=p.target.entity.name,
+                erp_key=erp_key,
                 status="failed",
                 last_op=p.target.change.op.value,
-                action=p.op.action.value,
-                crm_id=p.op.crm_id,
+                action=p.op.action.value if p.op else None,
+                crm_id=p.op.crm_id if p.op else None,
                 position=str(p.target.change.position),
                 error=reason,
             )
@@ -178,7 +176,7 @@ class Processor:
         report.dead_lettered += 1
         report.errors.append(reason)
 
-    def _dead_letter(self, p: Planned, reason: str, op: Operation | None, attempts: int) -> None:
+    def _dead_letter(self, p: Planned, reason: str, op: Operation | None, attempts: int) -> str:
         entity = p.target.entity
         try:
             erp_key = entity.external_id_of(p.target.key)
@@ -198,6 +196,7 @@ class Processor:
         metrics.DEAD_LETTERS.labels(entity.name).inc()
         metrics.EVENTS_OUT.labels(entity.name, p.target.change.op.value, "dead_letter").inc()
         log.error("dead letter", entity=entity.name, erp_key=erp_key, reason=reason)
+        return erp_key
 
     def _report_truncate(self, change: Change) -> None:
         for entity in self.planner.entities.values():

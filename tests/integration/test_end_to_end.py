@@ -307,3 +307,26 @@ def test_reconcile_finds_drift_and_repair_fixes_it(stack: Stack) -> None:
     assert sink.lookup("account", "CUST-4") is not None
     stray = sink.lookup("contact", "CONT-9999")
     assert stray is None or stray.get("is_active") is False  # contacts: on_delete archive
+
+
+def test_child_of_a_filtered_parent_is_dead_lettered_and_marked_failed(stack: Stack) -> None:
+    text = stack.config_path.read_text()
+    text = text.replace(
+        '    soft_delete: "NOT active"\n    on_delete: delete', "    filter: active\n    on_delete: delete", 1
+    )
+    assert "filter: active" in text
+    stack.config_path.write_text(text)
+    stack.start()
+    stack.wait_backfilled()
+    # Customer 11 is inactive, so filtered out: an order for it has no account to point at.
+    stack.sql(
+        "INSERT INTO sales_orders (id, order_no, customer_id, status, total) VALUES (950, 'SO-9950', 11, 'confirmed', 10)"
+    )
+    reason = stack.wait_for(
+        "the dead letter",
+        lambda: stack.sql("SELECT reason FROM replicator.dead_letters WHERE erp_key = 'SO-950' AND status = 'open'"),
+    )[0][0]
+    assert "customers CUST-11" in reason and "has no CRM record" in reason
+    status, error = stack.sql("SELECT status, last_error FROM replicator.sync_state WHERE erp_key = 'SO-950'")[0]
+    assert status == "failed" and error == reason
+    assert stack.sink.lookup("opportunity", "SO-950") is None

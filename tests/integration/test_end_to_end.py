@@ -320,7 +320,8 @@ def test_child_of_a_filtered_parent_is_dead_lettered_and_marked_failed(stack: St
     stack.wait_backfilled()
     # Customer 11 is inactive, so filtered out: an order for it has no account to point at.
     stack.sql(
-        "INSERT INTO sales_orders (id, order_no, customer_id, status, total) VALUES (950, 'SO-9950', 11, 'confirmed', 10)"
+        "INSERT INTO sales_orders (id, order_no, customer_id, status, total) "
+        "VALUES (950, 'SO-9950', 11, 'confirmed', 10)"
     )
     reason = stack.wait_for(
         "the dead letter",

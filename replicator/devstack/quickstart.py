@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.once:
             console.print("running; edit the ERP (psql below) and watch BottleCRM. Ctrl-C stops everything.")
             console.print(f"  psql '{erp_dsn}'")
+            console.print(f"  curl -H 'Authorization: Bearer {crm.token}' {crm.url}/api/accounts/")
             try:
                 while proc.poll() is None:
                     time.sleep(1)

@@ -294,7 +294,9 @@ class Planner:
         if entity.soft_delete is not None and entity.soft_delete(ctx):
             action = Action.ARCHIVE
         op = _operation(entity, ext_id, action, record, crm_id)
-        if crm_id is not None and last is not None and last[0] == op.payload_hash:
+        # A failed record is re-sent even when its payload matches the last success: the
+        # success clears its sync_state error and closes its dead letter.
+        if crm_id is not None and last is not None and last[0] == op.payload_hash and last[1] != "failed":
             return Planned(t, skip=Skip.UNCHANGED)
         return Planned(t, op=op)
 

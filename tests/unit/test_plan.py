@@ -252,3 +252,16 @@ def test_a_related_change_never_overrides_the_parents_delete() -> None:
     parent_delete = Change("t", "public.customers", Op.DELETE, (1,), {"id": 1}, None, Position("s", 1))
     targets = Planner(ents).targets([parent_delete, contact_change(1, Op.DELETE, 2)], JoinReader())  # type: ignore[arg-type]
     assert len(targets) == 1 and targets[0].deleted
+
+
+def test_a_failed_record_is_resent_even_with_its_last_successful_payload() -> None:
+    ents = entities()
+    row = {"id": 7, "name": "Acme", "credit": None, "active": True, "created_at": None}
+    digest = payload_hash(Action.UPSERT, {"name": "Acme", "credit": None, "since": None})
+
+    def hashes(entity: str, keys: Iterable[str]) -> dict[str, tuple[str | None, str]]:
+        return {"7": (digest, "failed")}
+
+    known = ids({("customers", "7"): "a"})
+    (p,) = Planner(ents).plan([target(ents, "customers", row)], NoReader(), known, hashes)  # type: ignore[arg-type]
+    assert p.op is not None and p.op.payload_hash == digest

@@ -75,8 +75,12 @@ class Processor:
                 self._report_truncate(change)
         targets = self.planner.targets(folded, self.reader)
         targets = self.planner.missing_parents(targets, self.store.crm_ids, self.reader) + targets
-        for rank in self.planner.ranks():
-            group = [t for t in targets if t.entity.rank == rank]
+        # Writes go parents first (a child's lookup needs its parent's CRM id); deletes go
+        # children first (a CRM may refuse to delete a parent that still has children).
+        ranks = self.planner.ranks()
+        passes = [(r, False) for r in ranks] + [(r, True) for r in reversed(ranks)]
+        for rank, deleting in passes:
+            group = [t for t in targets if t.entity.rank == rank and t.deleted is deleting]
             if group:
                 self._process_rank(group, report)
         return report

@@ -21,11 +21,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import yaml
 
+from replicator.devstack.sample_erp import CONFIG
+
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "erp"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -119,18 +119,9 @@ def workdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"replicator-bench-{prefix}-", dir=os.environ.get("REPLICATOR_TMP")))
 
 
-def load_erp(cluster: Any, db: str, *, seed: bool = True) -> str:
-    cluster.create_database(db)
-    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
-        conn.execute((EXAMPLE / "schema.sql").read_text())
-        if seed:
-            conn.execute((EXAMPLE / "seed.sql").read_text())
-    return str(cluster.dsn(db))
-
-
 def example_config_text(**overrides: Any) -> str:
     """The sample configuration with top-level sections replaced (e.g. crm, source)."""
-    raw = yaml.safe_load((EXAMPLE / "replicator.yaml").read_text())
+    raw = yaml.safe_load(CONFIG.read_text())
     for key, value in overrides.items():
         raw[key] = value
     return str(yaml.safe_dump(raw, sort_keys=False))

@@ -51,8 +51,9 @@ import psycopg
 from replicator.devstack.bottlecrm import start_bottlecrm
 from replicator.devstack.postgres import free_port, start_cluster
 from replicator.devstack.quickstart import cli, replicator_env, wait_healthy_and_idle
+from replicator.devstack.sample_erp import load_sample_erp
 
-CONFIG = c.EXAMPLE / "replicator.yaml"
+CONFIG = c.CONFIG
 _SAMPLE = re.compile(r"^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+|NaN|\+Inf)$")
 
 
@@ -152,7 +153,7 @@ def main() -> int:
     try:
         t = time.perf_counter()
         cluster = start_cluster(base / "pg")
-        erp_dsn = c.load_erp(cluster, "erp", seed=True)
+        erp_dsn = load_sample_erp(cluster, "erp")
         crm = start_bottlecrm(cluster, base / "crm")
         results["stack_start_seconds"] = time.perf_counter() - t
         c.say(f"PostgreSQL + BottleCRM up in {results['stack_start_seconds']:.1f} s ({crm.url}); workdir {base}")

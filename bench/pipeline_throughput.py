@@ -42,6 +42,7 @@ from replicator.change import Position
 from replicator.config import parse_config
 from replicator.config.model import Config
 from replicator.devstack.postgres import start_cluster
+from replicator.devstack.sample_erp import load_sample_erp
 from replicator.jobs.setup import setup
 from replicator.ops import metrics
 from replicator.ops.health import Health
@@ -287,7 +288,7 @@ def main() -> int:
     cluster = start_cluster(base / "pg")
     results: dict[str, Any] = {"machine": c.machine(), "events": n, "reps": reps, "workloads": {}}
     try:
-        dsn = c.load_erp(cluster, "erp", seed=True)
+        dsn = load_sample_erp(cluster, "erp")
         text = c.example_config_text(
             crm={"kind": "discard"},
             source={"kind": "pg_slot", "slot": "bench_setup", "publication": "bench"},

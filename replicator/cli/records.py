@@ -22,7 +22,7 @@ def preview(
 ) -> None:
     """Print the CRM payload an ERP row becomes, without sending it."""
     from replicator.change import Change, Op, Position
-    from replicator.mapping.plan import Target
+    from replicator.mapping.plan import Target, no_hashes
 
     parts = build_parts(load(config))
     try:
@@ -40,7 +40,7 @@ def preview(
             raise typer.Exit(1)
         k = ent.key_of(row)
         target = Target(ent, k, Change("preview", ent.table, Op.READ, k, None, row, Position("preview", 0)), row)
-        planned = parts.planner.plan([target], parts.reader, parts.store.crm_ids, lambda *_: {})[0]
+        planned = parts.planner.plan([target], parts.reader, parts.store.crm_ids, no_hashes)[0]
         if planned.error:
             console.print(f"[red]{planned.error}[/red]")
             raise typer.Exit(1)

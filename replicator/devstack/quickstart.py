@@ -25,19 +25,12 @@ from rich.live import Live
 from rich.table import Table
 
 from replicator.devstack.bottlecrm import BottleCrm, start_bottlecrm
-from replicator.devstack.postgres import PgCluster, free_port, start_cluster
+from replicator.devstack.postgres import free_port, start_cluster
+from replicator.devstack.sample_erp import CONFIG as SAMPLE_CONFIG
+from replicator.devstack.sample_erp import load_sample_erp
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "erp"
 console = Console()
-
-
-def load_erp(cluster: PgCluster, db: str = "erp") -> str:
-    cluster.create_database(db)
-    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
-        conn.execute((EXAMPLE / "schema.sql").read_text())
-        conn.execute((EXAMPLE / "seed.sql").read_text())
-    return cluster.dsn(db)
 
 
 def replicator_env(erp_dsn: str, crm: BottleCrm, metrics_port: int) -> dict[str, str]:
@@ -160,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[bold]1/5[/] PostgreSQL 15 (wal_level=logical) with the sample ERP")
         cluster = start_cluster(args.state_dir / "pg")
         stack.callback(cluster.destroy)
-        erp_dsn = load_erp(cluster)
+        erp_dsn = load_sample_erp(cluster)
 
         console.print("[bold]2/5[/] BottleCRM (first run installs it and migrates its database: a few minutes)")
         crm = start_bottlecrm(cluster, args.state_dir / "crm")
@@ -169,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
         metrics_port = free_port()
         env = replicator_env(erp_dsn, crm, metrics_port)
-        config = str(EXAMPLE / "replicator.yaml")
+        config = str(SAMPLE_CONFIG)
         console.print("[bold]3/5[/] replicator setup (state schema, publication, slot, CRM external-id fields)")
         cli(["setup", "--config", config], env, check=True)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from replicator.change import Change, Op, Position
 from replicator.mapping.entity import Entity
-from replicator.mapping.plan import Planner, Target
+from replicator.mapping.plan import Planner, Target, no_hashes
 from replicator.mapping.reader import ErpReader
-from replicator.sinks.base import Action
+from replicator.sinks.base import Action, ReadableSink
 
 
 @dataclass
@@ -52,15 +52,6 @@ def values_equal(expected: Any, actual: Any) -> bool:
     return str(expected).strip() == str(actual).strip()
 
 
-def _flatten_references(_object: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """CRMs answer a reference as a nested object ({"id": ..., "name": ...}); we write its id."""
-    return {k: v["id"] if isinstance(v, dict) and "id" in v else v for k, v in raw.items()}
-
-
-def _no_hashes(entity: str, keys: Iterable[str]) -> dict[str, tuple[str | None, str]]:
-    return {}
-
-
 def expected_records(
     planner: Planner, reader: ErpReader, entity: Entity, crm_ids: Callable[[str, Iterable[str]], dict[str, str]]
 ) -> dict[str, tuple[Action, dict[str, Any]]]:
@@ -77,7 +68,7 @@ def expected_records(
             )
             for row in page
         ]
-        for planned in planner.plan(targets, reader, crm_ids, _no_hashes):
+        for planned in planner.plan(targets, reader, crm_ids, no_hashes):
             if planned.op is not None:
                 out[planned.op.external_id] = (planned.op.action, planned.op.record)
             elif planned.error:
@@ -89,13 +80,11 @@ def expected_records(
 def reconcile_entity(
     planner: Planner,
     reader: ErpReader,
-    sink: Any,
+    sink: ReadableSink,
     entity: Entity,
     crm_ids: Callable[[str, Iterable[str]], dict[str, str]],
 ) -> EntityReport:
     report = EntityReport(entity.name)
-    # A sink may translate its read shape (nested objects, renamed fields) to the write shape.
-    comparable = getattr(sink, "comparable", _flatten_references)
     expected = expected_records(planner, reader, entity, crm_ids)
     report.expected = len(expected)
     actual: dict[str, dict[str, Any]] = {}
@@ -107,7 +96,7 @@ def reconcile_entity(
             report.differences.append(
                 Difference(entity.name, ext, "duplicate", "two CRM records carry this external id")
             )
-        actual[ext] = comparable(entity.object, raw)
+        actual[ext] = sink.comparable(entity.object, raw)
     report.found = len(actual)
     for ext, (action, record) in expected.items():
         got = actual.get(ext)
@@ -117,7 +106,7 @@ def reconcile_entity(
         if got is None:
             report.differences.append(Difference(entity.name, ext, "missing"))
             continue
-        if (got.get("is_active") is False) != (action is Action.ARCHIVE):
+        if sink.is_archived(entity.object, got) != (action is Action.ARCHIVE):
             want = "archived" if action is Action.ARCHIVE else "active"
             report.differences.append(Difference(entity.name, ext, "archived_mismatch", f"expected {want}"))
             continue
@@ -131,7 +120,7 @@ def reconcile_entity(
         else:
             report.matching += 1
     for ext in actual.keys() - expected.keys():
-        if entity.on_delete == "archive" and actual[ext].get("is_active") is False:
+        if entity.on_delete == "archive" and sink.is_archived(entity.object, actual[ext]):
             continue  # removed in the ERP and archived in the CRM, as configured
         report.differences.append(
             Difference(entity.name, ext, "extra", "the CRM holds a record whose ERP row is gone or filtered out")

@@ -16,7 +16,7 @@ import structlog
 
 from replicator.change import Change, Op
 from replicator.config.model import RetryConfig
-from replicator.mapping.plan import Planned, Planner, Target
+from replicator.mapping.plan import Planned, Planner, Target, no_hashes
 from replicator.mapping.reader import ErpReader
 from replicator.ops import metrics
 from replicator.pipeline.coalesce import coalesce
@@ -86,7 +86,7 @@ class Processor:
         return report
 
     def _process_rank(self, group: list[Target], report: BatchReport) -> None:
-        hashes = _no_hashes if self._force else self.store.last_hashes
+        hashes = no_hashes if self._force else self.store.last_hashes
         planned = self.planner.plan(group, self.reader, self.store.crm_ids, hashes)
         records: list[SyncRecord] = []
         work: list[Planned] = []
@@ -232,10 +232,6 @@ class Processor:
 def _crm_unavailable(result: Result) -> bool:
     """No answer, a rate limit, or a gateway saying the CRM is down: the CRM's state, not the record's."""
     return result.status_code in (None, 0, 429, 502, 503, 504)
-
-
-def _no_hashes(entity: str, keys: object) -> dict[str, tuple[str | None, str]]:
-    return {}
 
 
 def _reason(result: Result) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -79,3 +79,17 @@ class Sink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class ReadableSink(Sink, Protocol):
+    """A sink whose records can be read back, for reconcile."""
+
+    def iter_records(self, object: str) -> Iterator[dict[str, Any]]:
+        """Every record of `object`, each with an `external_id` key (None when not ours)."""
+        ...
+
+    def comparable(self, object: str, raw: dict[str, Any]) -> dict[str, Any]:
+        """A read record in the shape `Operation.record` is written in, to compare field by field."""
+        ...
+
+    def is_archived(self, object: str, raw: dict[str, Any]) -> bool: ...

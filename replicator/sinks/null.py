@@ -31,5 +31,11 @@ class NullSink:
     def iter_records(self, object: str) -> Iterator[dict[str, Any]]:
         return iter(())
 
+    def comparable(self, object: str, raw: dict[str, Any]) -> dict[str, Any]:
+        return raw
+
+    def is_archived(self, object: str, raw: dict[str, Any]) -> bool:
+        return False
+
     def close(self) -> None:
         pass

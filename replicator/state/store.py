@@ -292,7 +292,3 @@ class StateStore:
                     "SELECT entity, status, count(*) FROM replicator.sync_state GROUP BY 1, 2 ORDER BY 1, 2"
                 ).fetchall()
             ]
-
-    @staticmethod
-    def dumps(value: Any) -> str:
-        return orjson.dumps(value, default=_json_default).decode()

@@ -231,6 +231,13 @@ class BottleCrmSink:
         for record in self.client.iter_list(spec, {}):
             yield self._with_external_id(spec, record)
 
+    def comparable(self, object: str, raw: dict[str, Any]) -> dict[str, Any]:
+        """BottleCRM answers a reference as a nested object ({"id": ..., "name": ...}); we write its id."""
+        return {k: v["id"] if isinstance(v, dict) and "id" in v else v for k, v in raw.items()}
+
+    def is_archived(self, object: str, raw: dict[str, Any]) -> bool:
+        return raw.get("is_active") is False  # ARCHIVE sets is_active=false on every object
+
     def get(self, object: str, crm_id: str) -> dict[str, Any] | None:
         spec = SPECS[object]
         resp = self.client.request("GET", spec.name, f"{spec.path}{crm_id}/")

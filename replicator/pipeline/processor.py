@@ -59,11 +59,9 @@ class Processor:
         self.sink = sink
         self.retry = retry
         self.stop = stop or threading.Event()
-        self._force = False
 
     def process(self, changes: Sequence[Change], *, force: bool = False) -> BatchReport:
         """`force` re-sends records even when the CRM acknowledged the same payload before."""
-        self._force = force
         report = BatchReport(changes=len(changes))
         if not changes:
             return report
@@ -82,11 +80,11 @@ class Processor:
         for rank, deleting in passes:
             group = [t for t in targets if t.entity.rank == rank and t.deleted is deleting]
             if group:
-                self._process_rank(group, report)
+                self._process_rank(group, report, force)
         return report
 
-    def _process_rank(self, group: list[Target], report: BatchReport) -> None:
-        hashes = no_hashes if self._force else self.store.last_hashes
+    def _process_rank(self, group: list[Target], report: BatchReport, force: bool) -> None:
+        hashes = no_hashes if force else self.store.last_hashes
         planned = self.planner.plan(group, self.reader, self.store.crm_ids, hashes)
         records: list[SyncRecord] = []
         work: list[Planned] = []

@@ -1,6 +1,12 @@
 from hypothesis import settings
 
-pytest_plugins = ["tests.fixtures.pg", "tests.fixtures.crm", "tests.fixtures.stack", "tests.fixtures.prometheus"]
+pytest_plugins = [
+    "tests.fixtures.pg",
+    "tests.fixtures.crm",
+    "tests.fixtures.stack",
+    "tests.fixtures.prometheus",
+    "tests.fixtures.kafka",
+]
 
 # Two shared, noisy cores: a per-example deadline would fail on load, not on a bug.
 settings.register_profile("replicator", deadline=None)

@@ -65,21 +65,24 @@ def preview(
 
 @app.command()
 def status(config: ConfigOpt) -> None:
-    """Slot position and lag, per-entity sync state, open dead letters."""
+    """Source position and lag, per-entity sync state, open dead letters."""
+    from replicator.config.model import SlotSourceConfig
     from replicator.sources.pg_admin import int_to_lsn, slot_info
 
     cfg = load(config)
     parts = build_parts(cfg)
     try:
-        info = slot_info(cfg.erp.dsn.get_secret_value(), cfg.source.slot)
-        slot = Table("slot", "active", "confirmed", "retained WAL")
-        slot.add_row(
-            cfg.source.slot,
-            str(info.active),
-            int_to_lsn(info.confirmed_flush_lsn) if info.confirmed_flush_lsn else "-",
-            f"{(info.retained_bytes or 0) / 1048576:.1f} MiB" if info.exists else "missing",
-        )
-        out.print(slot)
+        src = cfg.source
+        if isinstance(src, SlotSourceConfig):
+            info = slot_info(cfg.erp.dsn.get_secret_value(), src.slot)
+            slot = Table("slot", "active", "confirmed", "retained WAL")
+            slot.add_row(
+                src.slot,
+                str(info.active),
+                int_to_lsn(info.confirmed_flush_lsn) if info.confirmed_flush_lsn else "-",
+                f"{(info.retained_bytes or 0) / 1048576:.1f} MiB" if info.exists else "missing",
+            )
+            out.print(slot)
         states = Table("entity", "status", "rows")
         for entity, state, n in parts.store.sync_summary():
             states.add_row(entity, state, str(n))

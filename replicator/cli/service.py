@@ -98,20 +98,22 @@ def run(
         bool, typer.Option("--backfill/--no-backfill", help="backfill before streaming when it never completed")
     ] = True,
 ) -> None:
-    """Run the service: stream the slot into the CRM, serve /metrics and /healthz."""
+    """Run the service: stream the configured source into the CRM, serve /metrics and /healthz."""
+    from replicator.app import StartupError
     from replicator.ops.health import Health
     from replicator.ops.http import HttpServer
     from replicator.pipeline.processor import Processor
     from replicator.pipeline.runner import Runner
-    from replicator.sources.pg_admin import int_to_lsn, slot_info
-    from replicator.sources.pg_slot import PgSlotSource
+    from replicator.sources.open import open_source
 
     cfg = load(config)
     parts = build_parts(cfg)
-    dsn = cfg.erp.dsn.get_secret_value()
-    if not slot_info(dsn, cfg.source.slot).exists:
-        console.print(f"[red]error:[/red] replication slot {cfg.source.slot!r} does not exist; run `replicator setup`")
-        raise typer.Exit(2)
+    try:
+        opened = open_source(parts)
+    except StartupError as exc:
+        parts.close()
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
     stop = threading.Event()
     _stop_on_signals(stop)
     health = Health(cfg.pipeline.stall_timeout_s)
@@ -130,32 +132,18 @@ def run(
             _run_backfill(parts, stop, None, restart=False, on_page=health.acked)
         if stop.is_set():
             return
-        source = PgSlotSource(
-            dsn,
-            slot=cfg.source.slot,
-            publication=cfg.source.publication,
-            name=cfg.source.slot,
-            timezone=cfg.erp.timezone,
-            drop_origins=[cfg.source.origin],
-            status_interval=cfg.source.status_interval_s,
-        )
         processor = Processor(parts.planner, parts.reader, parts.store, parts.sink, cfg.pipeline.retry, stop)
-        store = parts.store
-
-        def checkpoint(position: Any) -> None:
-            store.save_checkpoint(position.stream, int_to_lsn(position.offset), position.offset)
-
         runner = Runner(
-            source,
+            opened.source,
             processor,
             health,
             batch_size=cfg.pipeline.batch_size,
             max_wait_s=cfg.pipeline.max_wait_ms / 1000,
             queue_size=cfg.pipeline.queue_size,
-            on_ack=checkpoint,
+            on_ack=opened.on_ack,
         )
-        _start_gauge_sampler(dsn, cfg.source.slot, parts.store, stop)
-        console.print(f"streaming slot {cfg.source.slot} into {parts.sink.name}")
+        _start_gauge_sampler(opened.gauges, parts.store, stop)
+        console.print(f"streaming {opened.describe} into {parts.sink.name}")
         runner.run()
     except psycopg.OperationalError as exc:
         # Nothing unapplied was acknowledged: a restart resumes exactly where this stopped.
@@ -168,15 +156,15 @@ def run(
         parts.close()
 
 
-def _start_gauge_sampler(dsn: str, slot: str, store: Any, stop: threading.Event) -> None:
-    """Gauges read from the databases (slot lag, open dead letters), every 5 s from the start."""
+def _start_gauge_sampler(gauges: list[Any], store: Any, stop: threading.Event) -> None:
+    """Gauges read from the databases (source lag, open dead letters), every 5 s from the start."""
     from replicator.ops import metrics
-    from replicator.sources.pg_admin import slot_info
 
     def sample() -> None:
         while True:
             try:
-                slot_info(dsn, slot)  # sets the slot lag gauge
+                for gauge in gauges:
+                    gauge()
                 metrics.DEAD_LETTERS_OPEN.set(store.open_dead_letters())
             except Exception as exc:
                 structlog.get_logger().warning("gauge sample failed", error=str(exc))

@@ -15,7 +15,9 @@ class Strict(BaseModel):
 
 
 class ErpConfig(Strict):
-    dsn: SecretStr = Field(description="libpq connection string or URL of the ERP database")
+    dsn: SecretStr = Field(
+        description="PostgreSQL: libpq string or postgresql:// URL; MariaDB/MySQL: mysql://user:pass@host:port/db"
+    )
     timezone: str = Field("UTC", description="zone for timestamp columns without a time zone")
 
     @field_validator("timezone")
@@ -29,6 +31,12 @@ class ErpConfig(Strict):
             raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'UTC' or 'Europe/Paris'") from None
         return value
 
+    @property
+    def dialect(self) -> Literal["postgres", "mysql"]:
+        """The ERP's SQL dialect, from the DSN's scheme."""
+        dsn = self.dsn.get_secret_value()
+        return "mysql" if dsn.startswith(("mysql://", "mariadb://")) else "postgres"
+
 
 class SlotSourceConfig(Strict):
     kind: Literal["pg_slot"] = "pg_slot"
@@ -39,6 +47,34 @@ class SlotSourceConfig(Strict):
     origin: Identifier = Field(
         "replicator", description="replication origin our own ERP writes carry; transactions with it are dropped"
     )
+
+
+class KafkaSourceConfig(Strict):
+    """Debezium change events from Kafka topics, consumed in a consumer group (scale-out)."""
+
+    kind: Literal["kafka"]
+    bootstrap_servers: str = Field(description="host:port[,host:port...] of the Kafka brokers")
+    group_id: Identifier | str = Field("replicator", description="consumer group shared by every replicator process")
+    topic_prefix: str = Field(description="Debezium `topic.prefix`: topics are <prefix>.<schema|db>.<table>")
+    topics: list[str] | None = Field(
+        None, description="explicit topics; default: one per mapped table under topic_prefix"
+    )
+    transaction_topic: bool = Field(False, description="also consume <prefix>.transaction (transaction metadata)")
+    consumer: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="extra librdkafka consumer settings, e.g. security.protocol"
+    )
+    unavailable_value_placeholder: str = "__debezium_unavailable_value"
+
+
+class BinlogSourceConfig(Strict):
+    """Row events straight from a MySQL/MariaDB binary log (ROW format, GTIDs), no Kafka."""
+
+    kind: Literal["mysql_binlog"]
+    server_id: int = Field(4242, ge=1, lt=2**32, description="replica server id; unique among the server's replicas")
+    name: Identifier = Field("binlog", description="checkpoint stream name in the state store")
+
+
+SourceConfig = Annotated[SlotSourceConfig | KafkaSourceConfig | BinlogSourceConfig, Field(discriminator="kind")]
 
 
 class StateConfig(Strict):
@@ -149,12 +185,20 @@ class EntityConfig(Strict):
 
 class Config(Strict):
     erp: ErpConfig
-    source: SlotSourceConfig = SlotSourceConfig()
+    source: SourceConfig = SlotSourceConfig()
     state: StateConfig = StateConfig()
     crm: CrmConfig
     pipeline: PipelineConfig = PipelineConfig()
     metrics: MetricsConfig = MetricsConfig()
     mappings: dict[Identifier, EntityConfig]
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _default_kind(cls, value: Any) -> Any:
+        # `kind` may be left out for the embedded default, the PostgreSQL slot.
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": "pg_slot", **value}
+        return value
 
     @model_validator(mode="after")
     def _lookups_resolve(self) -> Config:
@@ -166,6 +210,22 @@ class Config(Strict):
                         f"mappings.{name}.lookups.{field_name}.entity: unknown entity {lookup.entity!r}; "
                         f"mapped entities are: {known}"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _source_fits_erp(self) -> Config:
+        dialect = self.erp.dialect
+        if dialect == "mysql" and self.source.kind == "pg_slot":
+            raise ValueError(
+                "source.kind: a MariaDB/MySQL ERP is read with `kind: mysql_binlog` (binary log) or `kind: kafka` "
+                "(Debezium); `pg_slot` is for PostgreSQL"
+            )
+        if dialect == "postgres" and self.source.kind == "mysql_binlog":
+            raise ValueError("source.kind: `mysql_binlog` needs a mysql:// erp.dsn; PostgreSQL uses `pg_slot`")
+        if dialect == "mysql" and self.state.dsn is None:
+            raise ValueError(
+                "state.dsn: the state store is PostgreSQL; with a MariaDB/MySQL ERP set state.dsn to a PostgreSQL DSN"
+            )
         return self
 
     @property

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -28,13 +27,13 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import psycopg
 
+from replicator.devstack.cache import cache_root, file_lock, reaped
 from replicator.devstack.postgres import PgCluster, free_port, pg_bin, start_cluster
 
 DJANGO_CRM_VERSION = "1.35.0"
@@ -46,13 +45,6 @@ TEST_APP = "replicator_bottlecrm_testapp"
 # table pointing at them (links, line items, comments, tasks, invoices), but never
 # org, profile, tokens, custom-field definitions or pipelines.
 BUSINESS_TABLES = ("accounts", "contacts", "opportunity", "product", "lead")
-
-
-def cache_root(cache_dir: Path | None = None) -> Path:
-    if cache_dir is not None:
-        return cache_dir
-    env = os.environ.get("REPLICATOR_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "replicator"
 
 
 def _version_dir(cache_dir: Path | None) -> Path:
@@ -74,19 +66,6 @@ def find_python312() -> Path:
     )
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    # Parallel test sessions (xdist, two terminals) share the cache: serialise installs
-    # and the one-off migration instead of corrupting each other's venv or dump.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_installed(cache_dir: Path | None = None) -> Path:
     """Create (once) a venv with django-crm, gunicorn and packaging; return its path."""
     vdir = _version_dir(cache_dir)
@@ -95,7 +74,7 @@ def ensure_installed(cache_dir: Path | None = None) -> Path:
     wanted = f"django-crm=={DJANGO_CRM_VERSION}\n"
     if marker.exists() and marker.read_text() == wanted and (venv / "bin" / "gunicorn").exists():
         return venv
-    with _file_lock(vdir / "install.lock"):
+    with file_lock(vdir / "install.lock"):
         if marker.exists() and marker.read_text() == wanted and (venv / "bin" / "gunicorn").exists():
             return venv
         python = find_python312()
@@ -232,13 +211,13 @@ class BottleCrm:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if _reaped(self.pid):
+            if reaped(self.pid):
                 return
             time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
             # start_new_session made the master a group leader: take its workers too.
             os.killpg(self.pid, signal.SIGKILL)
-        _reaped(self.pid)
+        reaped(self.pid)
 
     def clear_data(self) -> None:
         """Delete every account, contact, opportunity, product and lead (and what hangs off them).
@@ -254,20 +233,6 @@ class BottleCrm:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
-
-
-def _reaped(pid: int) -> bool:
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return True
-    except ChildProcessError:
-        pass  # not our child (e.g. another process's BottleCrm): fall back to a probe
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def _server_env(venv: Path, workdir: Path, cluster: PgCluster, db: str, role: str, password: str) -> dict[str, str]:
@@ -358,7 +323,7 @@ def _prepare_database(
     if dump.exists():
         restore()
         return
-    with _file_lock(_version_dir(cache_dir) / "migrate.lock"):
+    with file_lock(_version_dir(cache_dir) / "migrate.lock"):
         if dump.exists():  # another process migrated while we waited
             restore()
             return

@@ -6,7 +6,7 @@ import subprocess
 from dataclasses import dataclass
 
 from replicator.app import build_entities, make_sink, mapped_tables
-from replicator.config.model import Config
+from replicator.config.model import Config, SlotSourceConfig
 from replicator.sources import pg_admin
 from replicator.state import migrations
 
@@ -22,12 +22,7 @@ def setup(config: Config, *, crm: bool = True) -> list[Step]:
     applied = migrations.migrate(config.state_dsn)
     steps.append(Step("state schema", f"applied {', '.join(m.path.name for m in applied)}" if applied else "current"))
     build_entities(config)  # refuse to publish tables for a mapping that does not compile
-    dsn = config.erp.dsn.get_secret_value()
-    tables = mapped_tables(config)
-    pg_admin.create_publication(dsn, config.source.publication, tables)
-    steps.append(Step(f"publication {config.source.publication}", ", ".join(tables)))
-    created = pg_admin.create_slot(dsn, config.source.slot)
-    steps.append(Step(f"slot {config.source.slot}", "created" if created else "exists"))
+    steps.extend(_source_setup(config))
     if crm:
         sink = make_sink(config)
         try:
@@ -38,6 +33,21 @@ def setup(config: Config, *, crm: bool = True) -> list[Step]:
         finally:
             sink.close()
     return steps
+
+
+def _source_setup(config: Config) -> list[Step]:
+    src = config.source
+    if isinstance(src, SlotSourceConfig):
+        dsn = config.erp.dsn.get_secret_value()
+        tables = mapped_tables(config)
+        pg_admin.create_publication(dsn, src.publication, tables)
+        created = pg_admin.create_slot(dsn, src.slot)
+        return [
+            Step(f"publication {src.publication}", ", ".join(tables)),
+            Step(f"slot {src.slot}", "created" if created else "exists"),
+        ]
+    # Kafka: Debezium connectors are registered with `setup --connect`; binlog: nothing to create.
+    return []
 
 
 def role_script() -> str:

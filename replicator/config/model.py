@@ -49,6 +49,23 @@ class SlotSourceConfig(Strict):
     )
 
 
+class ConnectConfig(Strict):
+    """The Kafka Connect cluster running the Debezium connectors that feed the topics."""
+
+    url: str = Field(description="Kafka Connect REST URL, e.g. http://connect:8083")
+    connectors: list[str] = Field(
+        default_factory=list,
+        description="connector config files (JSON, ${VAR} expanded), relative to this file; registered by `setup`",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
 class KafkaSourceConfig(Strict):
     """Debezium change events from Kafka topics, consumed in a consumer group (scale-out)."""
 
@@ -64,6 +81,7 @@ class KafkaSourceConfig(Strict):
         default_factory=dict, description="extra librdkafka consumer settings, e.g. security.protocol"
     )
     unavailable_value_placeholder: str = "__debezium_unavailable_value"
+    connect: ConnectConfig | None = Field(None, description="register and watch the Debezium connectors")
 
 
 class BinlogSourceConfig(Strict):

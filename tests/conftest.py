@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fixtures.stack",
     "tests.fixtures.prometheus",
     "tests.fixtures.kafka",
+    "tests.fixtures.mariadb",
 ]
 
 # Two shared, noisy cores: a per-example deadline would fail on load, not on a bug.

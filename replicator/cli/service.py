@@ -95,8 +95,13 @@ def backfill(
 def run(
     config: ConfigOpt,
     backfill_first: Annotated[
-        bool, typer.Option("--backfill/--no-backfill", help="backfill before streaming when it never completed")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--backfill/--no-backfill",
+            help="backfill before streaming when it never completed; default: yes, except for a kafka source, "
+            "whose Debezium connector snapshots the tables itself",
+        ),
+    ] = None,
 ) -> None:
     """Run the service: stream the configured source into the CRM, serve /metrics and /healthz."""
     from replicator.app import StartupError
@@ -125,6 +130,10 @@ def run(
     try:
         done = {c["stream"]: c["position"] for c in parts.store.checkpoints()}
         never = [e for e in parts.entities if done.get(f"backfill:{e}") != "done"]
+        if backfill_first is None:
+            # Every member of a consumer group would backfill the same rows; the connector's
+            # snapshot already brings each row through the topics once.
+            backfill_first = cfg.source.kind != "kafka"
         if backfill_first and never:
             console.print(f"initial backfill of {', '.join(never)}")
             # A backfill making progress is healthy; /healthz must not fail a long first load.

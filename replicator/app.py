@@ -17,7 +17,7 @@ from replicator.config.model import BottleCrmConfig, Config
 from replicator.mapping.catalog import TableInfo, read_catalog
 from replicator.mapping.entity import Entity, compile_mappings
 from replicator.mapping.plan import Planner
-from replicator.mapping.reader import ErpReader
+from replicator.mapping.reader import ErpReader, RowReader
 from replicator.state import migrations
 from replicator.state.store import StateStore
 
@@ -39,6 +39,8 @@ def mapped_tables(config: Config) -> list[str]:
 
 
 def load_catalog(config: Config) -> dict[str, TableInfo]:
+    if config.erp.dialect == "mysql":
+        return _load_mysql_catalog(config)
     try:
         with psycopg.connect(config.erp.dsn.get_secret_value(), connect_timeout=10) as conn:
             return read_catalog(conn, mapped_tables(config))
@@ -46,8 +48,36 @@ def load_catalog(config: Config) -> dict[str, TableInfo]:
         raise StartupError(f"cannot connect to the ERP database (erp.dsn): {str(exc).strip()}") from None
 
 
+def _load_mysql_catalog(config: Config) -> dict[str, TableInfo]:
+    import pymysql
+
+    from replicator.mapping.mysql_catalog import read_mysql_catalog
+    from replicator.mapping.mysql_conn import connect
+
+    try:
+        conn = connect(config.erp.dsn.get_secret_value())
+    except (pymysql.err.MySQLError, ValueError) as exc:
+        raise StartupError(f"cannot connect to the ERP database (erp.dsn): {exc}") from None
+    try:
+        return read_mysql_catalog(conn, mapped_tables(config))
+    finally:
+        conn.close()
+
+
 def build_entities(config: Config, catalog: dict[str, TableInfo] | None = None) -> dict[str, Entity]:
-    return compile_mappings(config.mappings, catalog if catalog is not None else load_catalog(config))
+    return compile_mappings(
+        config.mappings, catalog if catalog is not None else load_catalog(config), config.erp.dialect
+    )
+
+
+def open_reader(config: Config) -> RowReader:
+    """The reader for the ERP's kind of database."""
+    dsn = config.erp.dsn.get_secret_value()
+    if config.erp.dialect == "mysql":
+        from replicator.mapping.mysql_reader import MysqlReader
+
+        return MysqlReader(dsn, config.erp.timezone)
+    return ErpReader(dsn, config.erp.timezone)
 
 
 def make_sink(config: Config) -> Any:
@@ -84,7 +114,7 @@ class Parts:
     config: Config
     entities: dict[str, Entity]
     planner: Planner
-    reader: ErpReader
+    reader: RowReader
     store: StateStore
     sink: Any
 
@@ -97,5 +127,5 @@ class Parts:
 def build(config: Config) -> Parts:
     entities = build_entities(config)
     store = open_store(config)
-    reader = ErpReader(config.erp.dsn.get_secret_value(), config.erp.timezone)
+    reader = open_reader(config)
     return Parts(config, entities, Planner(entities), reader, store, make_sink(config))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import psycopg
 
+from replicator.devstack.mariadb import MariaDb
 from replicator.devstack.postgres import PgCluster
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "erp"
@@ -20,3 +21,16 @@ def load_sample_erp(cluster: PgCluster, db: str = "erp", *, seed: bool = True) -
         if seed:
             conn.execute((EXAMPLE / "seed.sql").read_text())
     return cluster.dsn(db)
+
+
+MARIADB_EXAMPLE = EXAMPLE / "mariadb"
+MARIADB_CONFIG = MARIADB_EXAMPLE / "replicator.yaml"
+
+
+def load_sample_erp_mariadb(server: MariaDb, db: str = "erp", *, seed: bool = True) -> str:
+    """The same sample ERP in a MariaDB database `db` (created here); returns its `mysql://` DSN."""
+    server.create_database(db)
+    server.execute_script((MARIADB_EXAMPLE / "schema.sql").read_text(), db=db)
+    if seed:
+        server.execute_script((MARIADB_EXAMPLE / "seed.sql").read_text(), db=db)
+    return server.dsn(db)

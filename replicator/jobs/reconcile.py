@@ -16,7 +16,7 @@ from typing import Any
 from replicator.change import Change, Op, Position
 from replicator.mapping.entity import Entity
 from replicator.mapping.plan import Planner, Target, no_hashes
-from replicator.mapping.reader import ErpReader
+from replicator.mapping.reader import RowReader
 from replicator.sinks.base import Action, ReadableSink
 
 
@@ -53,7 +53,7 @@ def values_equal(expected: Any, actual: Any) -> bool:
 
 
 def expected_records(
-    planner: Planner, reader: ErpReader, entity: Entity, crm_ids: Callable[[str, Iterable[str]], dict[str, str]]
+    planner: Planner, reader: RowReader, entity: Entity, crm_ids: Callable[[str, Iterable[str]], dict[str, str]]
 ) -> dict[str, tuple[Action, dict[str, Any]]]:
     """external id -> (what the record should be, the mapped fields) for every row in the synced set."""
     out: dict[str, tuple[Action, dict[str, Any]]] = {}
@@ -79,7 +79,7 @@ def expected_records(
 
 def reconcile_entity(
     planner: Planner,
-    reader: ErpReader,
+    reader: RowReader,
     sink: ReadableSink,
     entity: Entity,
     crm_ids: Callable[[str, Iterable[str]], dict[str, str]],

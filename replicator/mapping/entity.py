@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import sqlglot
 
@@ -20,7 +20,7 @@ class Related:
     alias: str
     table: str
     join: dict[str, str]  # related column -> base column
-    where_sql: str | None  # rendered for PostgreSQL, run by the ERP itself
+    where_sql: str | None  # rendered in the ERP's dialect, run by the ERP itself
     order_by_sql: str | None
     columns: tuple[str, ...]
     # SQL types of the join columns (related side, base side): text values must be cast to be compared.
@@ -60,14 +60,20 @@ class Entity:
         return tuple(row.get(c) for c in self.key)
 
 
-def _pg_sql(sql: str, location: str) -> str:
+Dialect = Literal["postgres", "mysql"]
+
+
+def _erp_sql(sql: str, location: str, dialect: Dialect = "postgres") -> str:
+    """Mapping SQL (written in PostgreSQL's dialect, like every expression) as the ERP runs it."""
     try:
-        return sqlglot.transpile(sql, read="postgres", write="postgres")[0]
+        return sqlglot.transpile(sql, read="postgres", write=dialect)[0]
     except sqlglot.errors.ParseError as exc:
         raise MappingError(location, f"not valid SQL: {exc}") from None
 
 
-def compile_entity(name: str, cfg: EntityConfig, catalog: Mapping[str, TableInfo]) -> Entity:
+def compile_entity(
+    name: str, cfg: EntityConfig, catalog: Mapping[str, TableInfo], dialect: Dialect = "postgres"
+) -> Entity:
     loc = f"mappings.{name}"
     info = catalog.get(cfg.table)
     if info is None:
@@ -101,8 +107,8 @@ def compile_entity(name: str, cfg: EntityConfig, catalog: Mapping[str, TableInfo
             alias=alias,
             table=rinfo.name,
             join=dict(rel_cfg.join),
-            where_sql=_pg_sql(rel_cfg.where, f"{rloc}.where") if rel_cfg.where else None,
-            order_by_sql=_order_by_sql(rel_cfg.order_by, f"{rloc}.order_by") if rel_cfg.order_by else None,
+            where_sql=_erp_sql(rel_cfg.where, f"{rloc}.where", dialect) if rel_cfg.where else None,
+            order_by_sql=_order_by_sql(rel_cfg.order_by, f"{rloc}.order_by", dialect) if rel_cfg.order_by else None,
             columns=rinfo.columns,
             join_types=tuple(rinfo.types[c] for c in rel_cfg.join),
             base_join_types=tuple(info.types[c] for c in rel_cfg.join.values()),
@@ -151,13 +157,13 @@ def compile_entity(name: str, cfg: EntityConfig, catalog: Mapping[str, TableInfo
     return entity
 
 
-def _order_by_sql(order_by: str, location: str) -> str:
+def _order_by_sql(order_by: str, location: str, dialect: Dialect = "postgres") -> str:
     try:
         select = sqlglot.parse_one(f"SELECT 1 ORDER BY {order_by}", read="postgres")
     except sqlglot.errors.ParseError as exc:
         raise MappingError(location, f"not a valid ORDER BY list: {exc}") from None
     order = select.args.get("order")
-    return order.sql(dialect="postgres") if order is not None else ""
+    return order.sql(dialect=dialect) if order is not None else ""
 
 
 def rank_entities(entities: dict[str, Entity]) -> None:
@@ -183,8 +189,10 @@ def rank_entities(entities: dict[str, Entity]) -> None:
         entities[name].rank = visit(name, ())
 
 
-def compile_mappings(mappings: Mapping[str, EntityConfig], catalog: Mapping[str, TableInfo]) -> dict[str, Entity]:
-    entities = {name: compile_entity(name, cfg, catalog) for name, cfg in mappings.items()}
+def compile_mappings(
+    mappings: Mapping[str, EntityConfig], catalog: Mapping[str, TableInfo], dialect: Dialect = "postgres"
+) -> dict[str, Entity]:
+    entities = {name: compile_entity(name, cfg, catalog, dialect) for name, cfg in mappings.items()}
     rank_entities(entities)
     for name, entity in entities.items():
         for field_name, lookup in entity.lookups.items():

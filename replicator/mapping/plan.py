@@ -21,7 +21,7 @@ import orjson
 
 from replicator.change import Change, Op, Row
 from replicator.mapping.entity import Entity
-from replicator.mapping.reader import ErpReader, Key
+from replicator.mapping.reader import Key, RowReader
 from replicator.sinks.base import Action, Operation
 
 
@@ -103,7 +103,7 @@ class Planner:
         return sorted({e.rank for e in self.entities.values()})
 
     # -- routing -----------------------------------------------------------
-    def targets(self, changes: Iterable[Change], reader: ErpReader) -> list[Target]:
+    def targets(self, changes: Iterable[Change], reader: RowReader) -> list[Target]:
         """One target per record, in first-seen order, carrying the latest change."""
         found: dict[tuple[str, Key], Target] = {}
         # (entity, related alias) -> join value -> the first change that touched it
@@ -150,7 +150,7 @@ class Planner:
     def plan(
         self,
         targets: list[Target],
-        reader: ErpReader,
+        reader: RowReader,
         crm_ids: Callable[[str, Iterable[str]], dict[str, str]],
         last_hashes: Callable[[str, Iterable[str]], dict[str, tuple[str | None, str]]],
     ) -> list[Planned]:
@@ -171,7 +171,7 @@ class Planner:
                 out.append(self._plan_one(entity, t, ext_id, known.get(ext_id), hashes.get(ext_id), related, parents))
         return out
 
-    def _load_rows(self, entity: Entity, group: list[Target], reader: ErpReader) -> None:
+    def _load_rows(self, entity: Entity, group: list[Target], reader: RowReader) -> None:
         missing = [t for t in group if t.row is None and not t.deleted]
         if not missing:
             return
@@ -179,7 +179,7 @@ class Planner:
         for t in missing:
             t.row = rows.get(t.key)
 
-    def _load_related(self, entity: Entity, group: list[Target], reader: ErpReader) -> dict[str, dict[Key, Row]]:
+    def _load_related(self, entity: Entity, group: list[Target], reader: RowReader) -> dict[str, dict[Key, Row]]:
         rows = [t.row for t in group if t.row is not None]
         return {alias: reader.related_rows(rel, rows) for alias, rel in entity.related.items()}
 
@@ -200,7 +200,7 @@ class Planner:
         return out
 
     def missing_parents(
-        self, targets: list[Target], crm_ids: Callable[[str, Iterable[str]], dict[str, str]], reader: ErpReader
+        self, targets: list[Target], crm_ids: Callable[[str, Iterable[str]], dict[str, str]], reader: RowReader
     ) -> list[Target]:
         """Parents that children in `targets` point at but that are neither in the
         id map nor among the targets: they are synced first, in the same batch."""

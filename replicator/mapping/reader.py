@@ -1,12 +1,15 @@
 """Reads current ERP rows: records re-synced because a related row changed,
-related rows feeding a record, backfill and reconcile scans."""
+related rows feeding a record, backfill and reconcile scans.
+
+`RowReader` is what the planner, backfill and reconcile use; `ErpReader` reads
+PostgreSQL, `replicator.mapping.mysql_reader.MysqlReader` MariaDB/MySQL."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -18,6 +21,22 @@ from replicator.mapping.catalog import split_table
 from replicator.mapping.entity import Related
 
 Key = tuple[Any, ...]
+
+
+class RowReader(Protocol):
+    def rows_by_key(
+        self, table: str, key_cols: Sequence[str], keys: Sequence[Key], types: Sequence[str] | None = None
+    ) -> dict[Key, Row]: ...
+    def related_rows(self, rel: Related, base_rows: Sequence[Row]) -> dict[Key, Row]: ...
+    def parent_keys(self, rel: Related, related_rows: Sequence[Row]) -> list[Key]: ...
+    def base_keys_by_join(
+        self, table: str, key_cols: Sequence[str], rel: Related, join_values: Sequence[Key]
+    ) -> list[tuple[Key, Key]]: ...
+    def scan(
+        self, table: str, key_cols: Sequence[str], page_size: int = 1000, after: Key | None = None
+    ) -> Iterator[list[Row]]: ...
+    def count(self, table: str) -> int: ...
+    def close(self) -> None: ...
 
 
 def _arrays(types: Sequence[str] | None, count: int) -> sql.Composable:

@@ -17,7 +17,7 @@ import structlog
 from replicator.change import Change, Op
 from replicator.config.model import RetryConfig
 from replicator.mapping.plan import Planned, Planner, Target, no_hashes
-from replicator.mapping.reader import ErpReader
+from replicator.mapping.reader import RowReader
 from replicator.ops import metrics
 from replicator.pipeline.coalesce import coalesce
 from replicator.pipeline.retry import backoff
@@ -47,7 +47,7 @@ class Processor:
     def __init__(
         self,
         planner: Planner,
-        reader: ErpReader,
+        reader: RowReader,
         store: StateStore,
         sink: Sink,
         retry: RetryConfig,

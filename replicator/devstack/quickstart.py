@@ -3,6 +3,11 @@
 `--once` syncs, makes a few live ERP changes and times their arrival in the CRM,
 then reconciles every sample row against the CRM and exits 0 only when nothing
 differs.
+
+`--erp postgres|mariadb` picks the ERP database; `--source` how its changes are read:
+`embedded` (default: the PostgreSQL replication slot, or the MariaDB binary log) or
+`debezium` (Debezium on Kafka Connect into a Kafka-protocol broker, then the Kafka
+source). The configuration the replicator runs with is written to the state folder.
 """
 
 from __future__ import annotations
@@ -26,17 +31,18 @@ from rich.table import Table
 
 from replicator.devstack.bottlecrm import BottleCrm, start_bottlecrm
 from replicator.devstack.postgres import free_port, start_cluster
-from replicator.devstack.sample_erp import CONFIG as SAMPLE_CONFIG
-from replicator.devstack.sample_erp import load_sample_erp
+from replicator.devstack.quickstart_erp import QuickErp, start_erp
 
 ROOT = Path(__file__).resolve().parents[2]
 console = Console()
 
 
-def replicator_env(erp_dsn: str, crm: BottleCrm, metrics_port: int) -> dict[str, str]:
+def replicator_env(erp: QuickErp, crm: BottleCrm, metrics_port: int) -> dict[str, str]:
     return {
         **os.environ,
-        "ERP_DSN": erp_dsn,
+        **erp.env,
+        "ERP_DSN": erp.dsn,
+        "STATE_DSN": erp.state_dsn,
         "BOTTLECRM_URL": crm.url,
         "BOTTLECRM_TOKEN": crm.token,
         "REPLICATOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
@@ -47,32 +53,28 @@ def cli(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Compl
     return subprocess.run([sys.executable, "-m", "replicator.cli", *args], env=env, text=True, **kwargs)
 
 
-def counts(erp_dsn: str) -> dict[str, tuple[int, int]]:
+def counts(erp: QuickErp) -> dict[str, tuple[int, int]]:
     """entity -> (synced or archived rows, rows in the ERP)."""
-    with psycopg.connect(erp_dsn) as conn:
+    with psycopg.connect(erp.state_dsn) as conn:
         synced: dict[str, int] = dict(
             conn.execute(
                 "SELECT entity, count(*) FROM replicator.sync_state "
                 "WHERE status IN ('synced', 'archived') GROUP BY entity"
             ).fetchall()
         )
-        totals = {
-            "customers": "SELECT count(*) FROM customers",
-            "contacts": "SELECT count(*) FROM contacts",
-            "products": "SELECT count(*) FROM products",
-            "orders": "SELECT count(*) FROM sales_orders WHERE status <> 'draft'",
-        }
-        out = {}
-        for entity, query in totals.items():
-            row = conn.execute(query).fetchone()
-            out[entity] = (int(synced.get(entity, 0)), int(row[0]) if row else 0)
-    return out
+    totals = {
+        "customers": "SELECT count(*) FROM customers",
+        "contacts": "SELECT count(*) FROM contacts",
+        "products": "SELECT count(*) FROM products",
+        "orders": "SELECT count(*) FROM sales_orders WHERE status <> 'draft'",
+    }
+    return {entity: (int(synced.get(entity, 0)), erp.scalar(query)) for entity, query in totals.items()}
 
 
-def progress_table(erp_dsn: str) -> Table:
-    table = Table("entity", "in CRM", "ERP rows", title="replicator: ERP -> BottleCRM")
+def progress_table(erp: QuickErp) -> Table:
+    table = Table("entity", "in CRM", "ERP rows", title=f"replicator: {erp.title} -> BottleCRM")
     try:
-        for entity, (done, total) in counts(erp_dsn).items():
+        for entity, (done, total) in counts(erp).items():
             table.add_row(entity, str(done), str(total))
     except psycopg.Error:
         table.add_row("(state schema not ready yet)", "", "")
@@ -94,7 +96,7 @@ def wait_healthy_and_idle(metrics_port: int, proc: subprocess.Popen[str], timeou
     raise TimeoutError("the replicator did not become idle in time")
 
 
-def live_changes(erp_dsn: str, crm: BottleCrm) -> list[tuple[str, float]]:
+def live_changes(erp: QuickErp, crm: BottleCrm) -> list[tuple[str, float]]:
     """Make ERP changes and time each one until the CRM shows it."""
     from replicator.sinks.bottlecrm import BottleCrmSink
 
@@ -103,8 +105,7 @@ def live_changes(erp_dsn: str, crm: BottleCrm) -> list[tuple[str, float]]:
 
     def timed(what: str, sql: str, check: Any) -> None:
         start = time.monotonic()
-        with psycopg.connect(erp_dsn, autocommit=True) as conn:
-            conn.execute(sql)
+        erp.execute(sql)
         while time.monotonic() - start < 30:
             if check():
                 timings.append((what, time.monotonic() - start))
@@ -132,7 +133,7 @@ def live_changes(erp_dsn: str, crm: BottleCrm) -> list[tuple[str, float]]:
         )
         timed(
             "delete order",
-            "DELETE FROM sales_order_lines WHERE order_id = 2; DELETE FROM sales_orders WHERE id = 2",
+            "DELETE FROM sales_order_lines WHERE order_id = 2;\nDELETE FROM sales_orders WHERE id = 2",
             lambda: sink.lookup("opportunity", "SO-2") is None,
         )
     finally:
@@ -143,6 +144,13 @@ def live_changes(erp_dsn: str, crm: BottleCrm) -> list[tuple[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="script/quickstart", description=__doc__)
     parser.add_argument("--once", action="store_true", help="sync, verify, exit 0 only if the CRM matches")
+    parser.add_argument("--erp", choices=("postgres", "mariadb"), default="postgres", help="the ERP database")
+    parser.add_argument(
+        "--source",
+        choices=("embedded", "debezium"),
+        default="embedded",
+        help="embedded: PostgreSQL slot / MariaDB binlog, no Kafka; debezium: Kafka Connect + broker + Kafka source",
+    )
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".state" / "quickstart")
     args = parser.parse_args(argv)
 
@@ -150,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     args.state_dir.mkdir(parents=True)
     started = time.monotonic()
     with ExitStack() as stack:
-        console.print("[bold]1/5[/] PostgreSQL 15 (wal_level=logical) with the sample ERP")
+        console.print(f"[bold]1/5[/] the sample ERP on {args.erp}, read by the {args.source} source")
         cluster = start_cluster(args.state_dir / "pg")
         stack.callback(cluster.destroy)
-        erp_dsn = load_sample_erp(cluster)
+        erp = start_erp(args.erp, args.source, cluster, args.state_dir / "erp", stack, console.print)
 
         console.print("[bold]2/5[/] BottleCRM (first run installs it and migrates its database: a few minutes)")
         crm = start_bottlecrm(cluster, args.state_dir / "crm")
@@ -161,12 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"      BottleCRM API at {crm.url}")
 
         metrics_port = free_port()
-        env = replicator_env(erp_dsn, crm, metrics_port)
-        config = str(SAMPLE_CONFIG)
-        console.print("[bold]3/5[/] replicator setup (state schema, publication, slot, CRM external-id fields)")
+        env = replicator_env(erp, crm, metrics_port)
+        config = str(erp.config)
+        console.print(f"[bold]3/5[/] replicator setup --config {config}")
         cli(["setup", "--config", config], env, check=True)
 
-        console.print("[bold]4/5[/] replicator run (initial backfill, then streaming)")
+        console.print("[bold]4/5[/] replicator run (initial load, then streaming)")
         log = open(args.state_dir / "replicator.log", "w")  # noqa: SIM115 - lives as long as the process
         stack.callback(log.close)
         proc = subprocess.Popen(
@@ -186,12 +194,12 @@ def main(argv: list[str] | None = None) -> int:
                     proc.kill()
 
         stack.callback(stop_replicator)
-        with Live(progress_table(erp_dsn), console=console, refresh_per_second=4) as live:
+        with Live(progress_table(erp), console=console, refresh_per_second=4) as live:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                live.update(progress_table(erp_dsn))
+                live.update(progress_table(erp))
                 try:
-                    if all(done >= total for done, total in counts(erp_dsn).values()):
+                    if all(done >= total for done, total in counts(erp).values()):
                         break
                 except psycopg.Error:
                     pass
@@ -202,14 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         wait_healthy_and_idle(metrics_port, proc, 120)
 
         console.print("[bold]5/5[/] live changes: ERP commit -> visible in BottleCRM")
-        for what, seconds in live_changes(erp_dsn, crm):
+        for what, seconds in live_changes(erp, crm):
             console.print(f"      {what:<38} {seconds * 1000:7.0f} ms")
         wait_healthy_and_idle(metrics_port, proc, 60)
         console.print(f"metrics: http://127.0.0.1:{metrics_port}/metrics   health: /healthz")
 
         if not args.once:
-            console.print("running; edit the ERP (psql below) and watch BottleCRM. Ctrl-C stops everything.")
-            console.print(f"  psql '{erp_dsn}'")
+            console.print("running; edit the ERP (SQL prompt below) and watch BottleCRM. Ctrl-C stops everything.")
+            console.print(f"  {erp.shell}")
             console.print(f"  curl -H 'Authorization: Bearer {crm.token}' {crm.url}/api/accounts/")
             try:
                 while proc.poll() is None:

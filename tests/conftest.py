@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fixtures.stack",
     "tests.fixtures.prometheus",
     "tests.fixtures.kafka",
+    "tests.fixtures.connect",
     "tests.fixtures.mariadb",
 ]
 

@@ -82,3 +82,10 @@ CREATE TABLE debezium_signal (
     type  varchar(32) NOT NULL,
     data  varchar(2048)
 );
+
+-- Debezium's heartbeat row (see connectors/README.md): its heartbeat.action.query updates it, so
+-- the connector's slot keeps advancing while no captured table changes.
+CREATE TABLE debezium_heartbeat (
+    id  int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    ts  timestamptz NOT NULL DEFAULT now()
+);

@@ -83,6 +83,22 @@ class KafkaSourceConfig(Strict):
     unavailable_value_placeholder: str = "__debezium_unavailable_value"
     connect: ConnectConfig | None = Field(None, description="register and watch the Debezium connectors")
 
+    @field_validator("consumer")
+    @classmethod
+    def _no_owned_settings(cls, value: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
+        # Offsets are committed only after the CRM acknowledged the records: auto-commit would lose them.
+        committing = "offsets are committed by the replicator after the CRM acknowledged the records"
+        owned = {
+            "enable.auto.commit": committing,
+            "enable.auto.offset.store": committing,
+            "group.id": "set source.group_id instead",
+            "bootstrap.servers": "set source.bootstrap_servers instead",
+        }
+        for key, why in owned.items():
+            if key in value:
+                raise ValueError(f"{key!r} cannot be overridden: {why}; remove it from source.consumer")
+        return value
+
 
 class BinlogSourceConfig(Strict):
     """Row events straight from a MySQL/MariaDB binary log (ROW format, GTIDs), no Kafka."""

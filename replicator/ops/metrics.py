@@ -94,3 +94,34 @@ HEALTHY = Gauge(
     "1 when /healthz answers 200",
     registry=REGISTRY,
 )
+UNDECODABLE_EVENTS = Counter(
+    "replicator_undecodable_events_total",
+    "Kafka records that could not be decoded and went to the dead-letter table",
+    ["topic"],
+    registry=REGISTRY,
+)
+KAFKA_RECORDS = Counter(
+    "replicator_kafka_records_total",
+    "Kafka records consumed, by kind (change, truncate, tombstone, heartbeat, schema_change, transaction, "
+    "message, undecodable)",
+    ["topic", "kind"],
+    registry=REGISTRY,
+)
+KAFKA_REBALANCES = Counter(
+    "replicator_kafka_rebalances_total",
+    "Partition assignment changes of this consumer, by event (assign, revoke, lost)",
+    ["event"],
+    registry=REGISTRY,
+)
+KAFKA_ASSIGNED_PARTITIONS = Gauge(
+    "replicator_kafka_assigned_partitions",
+    "Partitions currently assigned to this process",
+    registry=REGISTRY,
+)
+KAFKA_CONSUMER_LAG = Gauge(
+    "replicator_kafka_consumer_lag",
+    "Records behind the partition's high watermark, from the group's committed offset "
+    "(meaningful on Apache Kafka; brokers with wrong watermarks give wrong lag)",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)

@@ -5,6 +5,11 @@ CRM slows reading instead of growing memory. After each read it enqueues a
 watermark: every change of every transaction at or below it is already in the
 queue. The main thread acknowledges a watermark only after processing every
 change queued before it, so the source never moves past unapplied work.
+
+A source whose ownership of its streams can change under it (Kafka partitions
+moving to another group member) gets `Runner.quiesce` through `attach`: it holds
+the main loop between batches and drops queued changes the source no longer owns,
+so two owners never work on one key at the same time.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,6 +80,14 @@ class Runner:
         self._acked = 0
         self._acked_since_connect = False
         self._in_flight = 0
+        # Quiesce requests (see `quiesce`): guarded by _cv, served by the main loop between batches.
+        self._cv = threading.Condition()
+        self._drops: list[Callable[[Change], bool]] = []
+        self._held = 0
+        self._looping = False
+        attach = getattr(source, "attach", None)
+        if callable(attach):
+            attach(self.quiesce)
 
     # -- reader thread -----------------------------------------------------
     def _put(self, item: Change | Watermark | _SourceFailed, session: threading.Event) -> bool:
@@ -98,6 +112,75 @@ class Runner:
                     return
         except BaseException as exc:  # handed to the main loop, which reconnects
             self._put(_SourceFailed(exc), session)
+
+    # -- quiescing -----------------------------------------------------------
+    @contextmanager
+    def quiesce(self, drop: Callable[[Change], bool]) -> Iterator[None]:
+        """Wait until the main loop is between batches (the batch in flight is processed and
+        acknowledged), remove every queued or half-batched change for which `drop` is true,
+        and keep the main loop parked until the block exits.
+
+        Called by the source from its reader thread (e.g. while a partition is revoked),
+        or from the main thread when nothing is looping; never while holding a lock the
+        main loop's `ack` needs.
+        """
+        with self._cv:
+            self._drops.append(drop)
+            self._held += 1
+            while self._looping and self._drops and not self.stop.is_set():
+                self._cv.wait(0.1)
+            if self._drops:
+                # Nobody takes from the queue (not looping, or stopping): filter it here.
+                self._apply_drops([])
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._held -= 1
+                self._cv.notify_all()
+
+    def _apply_drops(self, taken: list[Change]) -> list[Change]:
+        """With _cv held and the reader not putting: filter `taken` and the queue."""
+        drops, self._drops = self._drops, []
+        items = self._take_all()
+        for item in items:
+            if not (isinstance(item, Change) and any(d(item) for d in drops)):
+                self.queue.put_nowait(item)
+        self._cv.notify_all()
+        return [c for c in taken if not any(d(c) for d in drops)]
+
+    def _take_all(self) -> list[Change | Watermark | _SourceFailed]:
+        items: list[Change | Watermark | _SourceFailed] = []
+        while True:
+            try:
+                items.append(self.queue.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _safe_point(self, taken: list[Change], mark: Watermark | None) -> tuple[list[Change], Watermark | None]:
+        """Between batches: serve a quiesce request and wait while one holds the loop.
+
+        With nothing taken, the watermarks at the head of the queue (and one already
+        taken) confirm only processed work: they are acknowledged before the request is
+        answered, so a revoking source can commit them."""
+        if not self._held:
+            return taken, mark
+        with self._cv:
+            if self._drops:
+                if not taken:
+                    items = self._take_all()
+                    while items and isinstance(head := items[0], Watermark):
+                        mark = head
+                        items.pop(0)
+                    for item in items:
+                        self.queue.put_nowait(item)
+                    if mark is not None and mark.offset > self._acked:
+                        self._ack(mark.offset)
+                    mark = None
+                taken = self._apply_drops(taken)
+            while self._held and not self.stop.is_set():
+                self._cv.wait(0.1)
+        return taken, mark
 
     # -- main loop -----------------------------------------------------------
     def run(self) -> None:
@@ -147,6 +230,16 @@ class Runner:
                 return
 
     def _process_until_stopped(self) -> None:
+        with self._cv:
+            self._looping = True
+        try:
+            self._loop()
+        finally:
+            with self._cv:
+                self._looping = False
+                self._cv.notify_all()
+
+    def _loop(self) -> None:
         self._acked_since_connect = False
         while not self.stop.is_set():
             changes, mark = self._next_batch()
@@ -177,6 +270,7 @@ class Runner:
         mark: Watermark | None = None
         deadline: float | None = None
         while len(changes) < self.batch_size:
+            changes, mark = self._safe_point(changes, mark)
             timeout = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 item = self.queue.get(timeout=timeout)
@@ -197,4 +291,4 @@ class Runner:
             changes.append(item)
             if deadline is None:
                 deadline = time.monotonic() + self.max_wait_s
-        return changes, mark
+        return self._safe_point(changes, mark)

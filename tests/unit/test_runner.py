@@ -169,3 +169,81 @@ def test_lost_source_reconnects_and_redelivered_changes_are_processed() -> None:
     assert processor.seen[-2:] == [100, 200] or processor.seen == [100, 200]
     assert 100 in processor.seen and processor.seen.index(100) < processor.seen.index(200)
     assert source.acks[-1] == 200 and source.acks == sorted(source.acks)
+
+
+class KeyRecorder(RecordingProcessor):
+    """Records keys; the first batch waits for `gate`."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
+        self.keys: list[int] = []
+
+    def process(self, changes: Sequence[Change], *, force: bool = False) -> BatchReport:
+        if not self.keys:
+            self.gate.wait(5)
+        self.keys.extend(c.key[0] for c in changes)
+        return super().process(changes)
+
+
+def test_quiesce_waits_for_the_batch_in_flight_drops_queued_changes_and_holds_the_loop() -> None:
+    source = ScriptedSource([([ch(1, 10)], 10), ([ch(2, 20), ch(3, 20), ch(4, 20)], 20)])
+    gate = threading.Event()
+    processor = KeyRecorder(gate)
+    runner = Runner(source, processor, Health(60), batch_size=1, max_wait_s=0.0)  # type: ignore[arg-type]
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while runner.queue.qsize() < 4 and time.monotonic() < deadline:  # ch2..ch4 and the watermark 20
+        time.sleep(0.01)
+    entered, release = threading.Event(), threading.Event()
+
+    def revoke() -> None:
+        with runner.quiesce(lambda c: c.key[0] in (2, 4)):
+            entered.set()
+            release.wait(5)
+
+    revoker = threading.Thread(target=revoke)
+    revoker.start()
+    try:
+        time.sleep(0.2)
+        assert not entered.is_set(), "quiesce must wait for the batch in flight"
+        gate.set()
+        assert entered.wait(5)
+        assert processor.keys == [1] and source.acks == [10]  # the batch in flight finished and was acknowledged
+        time.sleep(0.3)
+        assert processor.keys == [1], "the main loop must stay parked while quiesced"
+        release.set()
+        revoker.join(5)
+        deadline = time.monotonic() + 5
+        while 20 not in source.acks and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        gate.set()
+        release.set()
+        runner.stop.set()
+        thread.join(5)
+    assert processor.keys == [1, 3]  # 2 and 4 were dropped from the queue, never processed
+    assert source.acks == [10, 20]
+
+
+def test_quiesce_without_a_running_loop_filters_the_queue_at_once() -> None:
+    source = ScriptedSource([])
+    runner = Runner(source, RecordingProcessor(), Health(60))  # type: ignore[arg-type]
+    for key in (1, 2, 3):
+        runner.queue.put(ch(key, 10))
+    with runner.quiesce(lambda c: c.key[0] == 2):
+        left = [runner.queue.get_nowait().key[0] for _ in range(runner.queue.qsize())]  # type: ignore[union-attr]
+    assert left == [1, 3]
+
+
+def test_runner_attaches_itself_to_a_source_that_asks() -> None:
+    class Attaching(ScriptedSource):
+        hook: Any = None
+
+        def attach(self, quiesce: Any) -> None:
+            self.hook = quiesce
+
+    source = Attaching([])
+    runner = Runner(source, RecordingProcessor(), Health(60))  # type: ignore[arg-type]
+    assert source.hook == runner.quiesce

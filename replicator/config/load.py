@@ -19,7 +19,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 class ConfigError(Exception):
     """A problem in the configuration file, located by document path (and line when known)."""
 
-    def __init__(self, file: str, problems: list[tuple[str, int | None, str]]) -> None:
+    def __init__(self, file: str, problems: list[tuple[str, int | str | None, str]]) -> None:
         self.file = file
         self.problems = problems
         super().__init__(self._render())
@@ -27,7 +27,8 @@ class ConfigError(Exception):
     def _render(self) -> str:
         lines = [f"invalid configuration in {self.file}:"]
         for path, line, message in self.problems:
-            where = f"{self.file}:{line}" if line else self.file
+            # A line in another file (a base the config `extends`) comes as "file:line".
+            where = line if isinstance(line, str) else f"{self.file}:{line}" if line else self.file
             lines.append(f"  {path or '<document>'} ({where}): {message}")
         return "\n".join(lines)
 
@@ -66,8 +67,10 @@ def _line_index(node: yaml.Node, path: tuple[str, ...] = (), out: dict[tuple[str
     return out
 
 
-def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
-    env = os.environ if env is None else env
+Lines = dict[tuple[str, ...], int | str]
+
+
+def _read_document(text: str, file: str) -> tuple[dict[str, Any], Lines]:
     try:
         node = yaml.compose(text)
         raw = yaml.safe_load(text)
@@ -76,7 +79,40 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
         raise ConfigError(file, [("", mark.line + 1 if mark else None, f"not valid YAML: {exc}")]) from None
     if not isinstance(raw, dict):
         raise ConfigError(file, [("", None, "expected a mapping with erp, crm and mappings sections")])
-    lines = _line_index(node) if node is not None else {}
+    return raw, dict(_line_index(node)) if node is not None else {}
+
+
+def _with_base(raw: dict[str, Any], lines: Lines, file: str, seen: tuple[str, ...]) -> tuple[dict[str, Any], Lines]:
+    """`extends: base.yaml` (relative to this file): the base's top-level sections, each one
+    replaced whole by a section of the same name here. Lets one mapping serve several sources."""
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw, lines
+    if not isinstance(base_name, str):
+        raise ConfigError(file, [("extends", lines.get(("extends",)), "must be a file name, e.g. replicator.yaml")])
+    base_path = (Path(file).parent / base_name).resolve()
+    if str(base_path) in seen:
+        raise ConfigError(file, [("extends", lines.get(("extends",)), f"{base_name} extends itself (a cycle)")])
+    try:
+        text = base_path.read_text()
+    except OSError as exc:
+        raise ConfigError(
+            file, [("extends", lines.get(("extends",)), f"cannot read {base_path}: {exc.strerror}")]
+        ) from None
+    base_raw, base_lines = _read_document(text, str(base_path))
+    base_raw, base_lines = _with_base(base_raw, base_lines, str(base_path), (*seen, str(base_path)))
+    merged_lines: Lines = {}
+    for path, line in base_lines.items():
+        if path and path[0] not in raw:
+            merged_lines[path] = line if isinstance(line, str) else f"{base_path}:{line}"
+    merged_lines.update({k: v for k, v in lines.items() if k})
+    return {**base_raw, **raw}, merged_lines
+
+
+def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    raw, lines = _read_document(text, file)
+    raw, lines = _with_base(raw, lines, file, (str(Path(file).resolve()),))
     missing: list[tuple[str, str]] = []
     data = _interpolate(raw, "", env, missing)
     if missing:
@@ -104,10 +140,10 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
 
 
 def _is_union_tag(part: Any) -> bool:
-    return part in ("bottlecrm", "discard", "pg_slot")
+    return part in ("bottlecrm", "discard", "pg_slot", "kafka", "mysql_binlog")
 
 
-def _nearest_line(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int | None:
+def _nearest_line(lines: Lines, loc: tuple[str, ...]) -> int | str | None:
     while loc:
         if loc in lines:
             return lines[loc]

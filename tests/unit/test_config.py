@@ -76,3 +76,63 @@ def test_unreadable_file() -> None:
     with pytest.raises(ConfigError) as err:
         load_config("/nonexistent/replicator.yaml")
     assert "cannot read" in str(err.value)
+
+
+def test_extends_takes_the_base_sections_and_replaces_whole_ones(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(BASE)
+    child = tmp_path / "kafka.yaml"
+    child.write_text("extends: base.yaml\nsource:\n  kind: kafka\n  bootstrap_servers: k:9092\n  topic_prefix: erp\n")
+    cfg = load_config(child, env={"ERP_DSN": "host=db"})
+    assert cfg.source.kind == "kafka"
+    assert cfg.mappings["customers"].object == "account"  # from the base
+    assert cfg.erp.dsn.get_secret_value() == "host=db"
+
+
+def test_extends_errors_point_into_the_file_that_holds_the_mistake(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(BASE.replace("object: account", "object: acount"))
+    child = tmp_path / "kafka.yaml"
+    child.write_text("extends: base.yaml\nsource:\n  kind: kafka\n  bootstrap_servers: k:9092\n  topic_prefx: erp\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(child, env={"ERP_DSN": "host=db"})
+    text = str(err.value)
+    assert f"mappings.customers.object ({tmp_path / 'base.yaml'}:10)" in text
+    assert f"source.topic_prefx ({child}:5)" in text
+    assert "source.topic_prefix" in text  # the required key it lacks
+
+
+def test_extends_cycle_and_missing_base_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="a cycle"):
+        load_config(tmp_path / "a.yaml", env={})
+    (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"cannot read .*nowhere\.yaml"):
+        load_config(tmp_path / "c.yaml", env={})
+
+
+def test_sample_kafka_config_is_valid() -> None:
+    cfg = load_config(EXAMPLE.with_name("replicator-kafka.yaml"), env=ENV)
+    assert cfg.source.kind == "kafka"
+    assert cfg.source.connect is not None  # type: ignore[union-attr]
+    assert set(cfg.mappings) == {"customers", "contacts", "products", "orders"}
+
+
+@pytest.mark.parametrize(
+    ("dsn", "extra", "path", "message"),
+    [
+        ("mysql://u@h/erp", "source:\n  kind: pg_slot\nstate:\n  dsn: host=s\n", "source.kind", "is read with"),
+        ("host=db", "source:\n  kind: mysql_binlog\n", "source.kind", "`mysql_binlog` needs a mysql:// erp.dsn"),
+        ("mysql://u@h/erp", "source:\n  kind: mysql_binlog\n", "state.dsn", "the state store is PostgreSQL"),
+    ],
+)
+def test_source_must_fit_the_erp_database(dsn: str, extra: str, path: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(BASE.replace("${ERP_DSN}", dsn) + extra, "c.yaml", {})
+    assert f"  {path} (c.yaml" in str(err.value)
+    assert message in str(err.value)
+
+
+def test_source_kind_defaults_to_the_slot() -> None:
+    cfg = parse_config(BASE + "source:\n  slot: s1\n", "c.yaml", {"ERP_DSN": "host=db"})
+    assert cfg.source.kind == "pg_slot"
+    assert cfg.source.slot == "s1"  # type: ignore[union-attr]

@@ -214,7 +214,7 @@ def test_a_server_without_full_row_metadata_is_refused(mariadb: MariaDb, items_d
         mariadb.execute("SET GLOBAL binlog_row_metadata = 'FULL'")
 
 
-def _purge_all_but_the_newest_binlog(server: MariaDb) -> None:
+def purge_all_but_the_newest_binlog(server: MariaDb) -> None:
     # A binlog is kept until InnoDB's checkpoint has passed it: rotate until PURGE can drop the first.
     first = server.execute("SHOW BINARY LOGS")[0][0]
     deadline = time.monotonic() + 20
@@ -234,7 +234,7 @@ def test_a_position_in_purged_binlogs_is_reported_with_the_fix() -> None:
         old = server.gtid_binlog_pos()
         server.execute("INSERT INTO items (id) VALUES (1)", db="p")
         assert check_resumable(server.dsn("p"), old) == []
-        _purge_all_but_the_newest_binlog(server)
+        purge_all_but_the_newest_binlog(server)
         assert check_resumable(server.dsn("p"), old) != []
         assert check_resumable(server.dsn("p"), server.gtid_binlog_pos()) == []
         src = _source(server, "p", old)

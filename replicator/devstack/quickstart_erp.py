@@ -29,6 +29,9 @@ class QuickErp:
     execute: Callable[[str], None]  # runs ';\n'-separated statements, autocommitted
     scalar: Callable[[str], int]
     shell: str  # how to open a SQL prompt on the ERP
+    host: str  # where Debezium reaches the ERP database
+    port: int
+    user: str
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the replicator
 
 
@@ -75,6 +78,9 @@ def start_erp(
             execute=_pg_execute(dsn),
             scalar=_pg_scalar(dsn),
             shell=f"psql '{dsn}'",
+            host=cluster.host,
+            port=cluster.port,
+            user=cluster.user,
         )
         base = PG_CONFIG
     else:
@@ -104,6 +110,9 @@ def start_erp(
             execute=execute,
             scalar=scalar,
             shell=f"mariadb -h 127.0.0.1 -P {server.port} -u root erp",
+            host=server.host,
+            port=server.port,
+            user=server.user,
         )
         base = MARIADB_EXAMPLE / "replicator.yaml"
     if source == "debezium":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import orjson
@@ -83,6 +84,9 @@ def status(config: ConfigOpt) -> None:
                 f"{(info.retained_bytes or 0) / 1048576:.1f} MiB" if info.exists else "missing",
             )
             out.print(slot)
+        connect = getattr(src, "connect", None)
+        if connect is not None:
+            _print_connectors(connect.url, connect.connectors, config)
         states = Table("entity", "status", "rows")
         for entity, state, n in parts.store.sync_summary():
             states.add_row(entity, state, str(n))
@@ -94,6 +98,27 @@ def status(config: ConfigOpt) -> None:
         out.print(f"open dead letters: {parts.store.open_dead_letters()}")
     finally:
         parts.close()
+
+
+def _print_connectors(url: str, files: list[str], config_path: Path) -> None:
+    """Debezium connector and task states from Kafka Connect (source.connect)."""
+    from replicator.jobs.connect import ConnectClient, ConnectError, connector_names, connector_states, resolve_files
+
+    client = ConnectClient(url, timeout=10)
+    try:
+        found = connector_states(client, connector_names(resolve_files(config_path, files)))
+    except ConnectError as exc:
+        out.print(f"connectors: {exc}", highlight=False)
+        return
+    finally:
+        client.close()
+    table = Table("connector", "state", "tasks", "detail")
+    for name, state in found:
+        if state is None:
+            table.add_row(name, "not registered", "-", "replicator setup --connect registers it")
+            continue
+        table.add_row(name, state.state, state.tasks_text, state.detail)
+    out.print(table)
 
 
 @dlq_app.command("list")

@@ -36,6 +36,7 @@ _PREFIXED = (
     "database.",
     "signal.",
     "notification.",
+    "schema.history.internal.",
 )
 
 
@@ -124,9 +125,11 @@ def parse_validation(body: Mapping[str, Any], submitted: Mapping[str, str]) -> V
         if not name:
             continue
         known.add(name)
-        messages = tuple(m for m in value.get("errors") or [] if m)
+        # Some connectors report one problem twice; the answer's value is often null.
+        messages = tuple(dict.fromkeys(m for m in value.get("errors") or [] if m))
         if messages:
-            errors.append(FieldError(name, value.get("value"), messages))
+            shown = value.get("value")
+            errors.append(FieldError(name, shown if shown is not None else submitted.get(name), messages))
     if body.get("error_count", 0) and not errors:
         errors.append(FieldError("<connector>", None, (f"{body['error_count']} error(s) without a field",)))
     unknown = sorted(k for k in submitted if k not in known and not k.startswith(_PREFIXED))
@@ -160,6 +163,15 @@ class ConnectorState:
         """RUNNING with every task RUNNING, or anything FAILED: waiting longer changes nothing."""
         states = [self.state, *(t.state for t in self.tasks)]
         return "FAILED" in states or (bool(self.tasks) and all(s == "RUNNING" for s in states))
+
+    @property
+    def tasks_text(self) -> str:
+        return ", ".join(f"{t.id}:{t.state}" for t in self.tasks) or "none"
+
+    @property
+    def detail(self) -> str:
+        """The first line of the first failure's trace, if any."""
+        return next((x for x in [self.trace_head, *(t.trace_head for t in self.tasks)] if x), "")
 
     @property
     def healthy(self) -> bool:
@@ -210,6 +222,9 @@ class ConnectClient:
         config = {**connector.config, "name": connector.name}
         body = self._json("PUT", f"/connector-plugins/{connector.connector_class}/config/validate", config)
         return parse_validation(body, connector.config)
+
+    def list_connectors(self) -> list[str]:
+        return sorted(self._json("GET", "/connectors") or [])
 
     def exists(self, name: str) -> bool:
         return self._call("GET", f"/connectors/{name}").status_code == 200
@@ -285,3 +300,54 @@ def register(
             break
         sleep(0.5)
     return [Registered(c.path, c.name, created[c.name], states[c.name], v.unknown_keys) for c, v in validations]
+
+
+# --- what the configuration asks for -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    files: list[Path]
+
+
+def target_of(source: Any, config_path: Path, url: str | None = None, files: list[Path] | None = None) -> Target | None:
+    """The Connect URL and connector files for `setup`: options first, then ``source.connect``.
+
+    None when neither names a Connect cluster; ConnectorFileError when there is one but no files.
+    """
+    connect = getattr(source, "connect", None)
+    url = url or (connect.url if connect is not None else None)
+    if not url:
+        return None
+    if files:
+        chosen = list(files)
+    elif connect is not None and connect.connectors:
+        chosen = resolve_files(config_path, connect.connectors)
+    else:
+        raise ConnectorFileError(
+            f"{config_path}: source.connect.connectors is empty: list the connector files to register "
+            "(e.g. ../../connectors/debezium-postgres.json) or pass --connector FILE"
+        )
+    return Target(url.rstrip("/"), chosen)
+
+
+def connector_names(files: list[Path], env: Mapping[str, str] | None = None) -> list[str]:
+    """The connector names the files register; a file that cannot be read is skipped (status only)."""
+    env = os.environ if env is None else env
+    names = []
+    for path in files:
+        try:
+            raw = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+            names.append(interpolate(raw["name"], "name", env, []))
+    return names
+
+
+def connector_states(client: ConnectClient, names: list[str]) -> list[tuple[str, ConnectorState | None]]:
+    """Each named connector's state (None: not registered); every connector of the cluster when no names."""
+    if not names:
+        names = client.list_connectors()
+    return [(name, client.status(name)) for name in names]

@@ -22,6 +22,7 @@ from replicator.devstack.sample_erp import load_sample_erp
 from replicator.devstack.tansu import Broker
 from replicator.jobs.connect import ConnectClient, ConnectorFile, load_connector_file, register
 from replicator.sources.debezium import UNAVAILABLE_VALUE_PLACEHOLDER, DebeziumDecoder, Decoded
+from tests.fixtures.connect import debezium_role_on_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,7 @@ def erp(pg_cluster: PgCluster) -> Iterator[str]:
     """A seeded sample ERP database of its own; yields its name. Slots are dropped before the database."""
     name = f"dbz{os.getpid()}_{next(_counter)}"
     load_sample_erp(pg_cluster, name)
+    debezium_role_on_postgres(pg_cluster)
     try:
         yield name
     finally:

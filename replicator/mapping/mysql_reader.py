@@ -9,6 +9,7 @@ scans page by key (keyset), never by OFFSET.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,6 +26,7 @@ from replicator.mapping.mysql_values import Converter, convert_row, converters, 
 Key = tuple[Any, ...]
 _CHUNK = 1000  # keys per IN list: bounded statements
 _RANK = "_replicator_rank"
+_IDLE_PING_S = 60.0
 
 
 def quote(name: str) -> str:
@@ -86,6 +88,7 @@ class MysqlReader:
         self._zone = ZoneInfo(timezone)
         self._lock = threading.Lock()
         self._convs: dict[str, dict[str, Converter]] = {}
+        self._used = time.monotonic()
 
     def close(self) -> None:
         self._conn.close()
@@ -99,6 +102,10 @@ class MysqlReader:
 
     def _query(self, table: str, statement: str, params: Sequence[Any]) -> list[Row]:
         with self._lock:
+            if time.monotonic() - self._used > _IDLE_PING_S:
+                # The server drops connections idle past wait_timeout; a quiet ERP is normal.
+                self._conn.ping(reconnect=True)
+            self._used = time.monotonic()
             convs = self._converters(table)
             with self._conn.cursor() as cur:
                 cur.execute(statement, [to_param(p, self._zone) for p in params])

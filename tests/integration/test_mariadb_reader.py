@@ -158,3 +158,21 @@ def test_related_rows_and_join_lookups_match_postgres(
     assert sorted(pairs) == [((2,), (1,)), ((3,), (2,))]
     want_pairs = pg.base_keys_by_join(pg_entities["orders"].table, ["id"], lookup_rel, [(2,), (3,)])
     assert sorted(pairs) == sorted(want_pairs)
+
+
+def test_a_connection_the_server_dropped_while_idle_is_reopened(
+    mariadb: MariaDb, samples: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import replicator.mapping.mysql_reader as mysql_reader
+
+    mysql_dsn, db, _ = samples
+    reader = MysqlReader(mysql_dsn)
+    try:
+        assert reader.count(f"{db}.products") == 18
+        conn_id = reader._conn.thread_id()
+        mariadb.execute(f"KILL {int(conn_id)}")  # what wait_timeout does to an idle connection
+        monkeypatch.setattr(mysql_reader, "_IDLE_PING_S", 0.0)
+        assert reader.count(f"{db}.products") == 18
+        assert reader._conn.thread_id() != conn_id
+    finally:
+        reader.close()

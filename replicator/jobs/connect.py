@@ -132,7 +132,9 @@ def parse_validation(body: Mapping[str, Any], submitted: Mapping[str, str]) -> V
             errors.append(FieldError(name, shown if shown is not None else submitted.get(name), messages))
     if body.get("error_count", 0) and not errors:
         errors.append(FieldError("<connector>", None, (f"{body['error_count']} error(s) without a field",)))
-    unknown = sorted(k for k in submitted if k not in known and not k.startswith(_PREFIXED))
+    # Custom converters take their settings under their own name: converters=boolean -> boolean.type.
+    converters = tuple(f"{c.strip()}." for c in submitted.get("converters", "").split(",") if c.strip())
+    unknown = sorted(k for k in submitted if k not in known and not k.startswith(_PREFIXED + converters))
     return Validation(str(body.get("name", "")), errors, unknown)
 
 

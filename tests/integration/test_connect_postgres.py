@@ -3,10 +3,8 @@ worker, capturing the sample ERP into the tansu broker; events decoded by Debezi
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -18,37 +16,14 @@ import pytest
 from replicator.change import Op
 from replicator.devstack.connect import Connect, TopicRecord, read_records
 from replicator.devstack.postgres import PgCluster
-from replicator.devstack.sample_erp import load_sample_erp
 from replicator.devstack.tansu import Broker
 from replicator.jobs.connect import ConnectClient, ConnectorFile, load_connector_file, register
 from replicator.sources.debezium import UNAVAILABLE_VALUE_PLACEHOLDER, DebeziumDecoder, Decoded
-from tests.fixtures.connect import debezium_role_on_postgres
 
 pytestmark = pytest.mark.integration
 
 CONNECTORS = Path(__file__).resolve().parents[2] / "connectors"
 _counter = itertools.count()
-
-
-@pytest.fixture
-def erp(pg_cluster: PgCluster) -> Iterator[str]:
-    """A seeded sample ERP database of its own; yields its name. Slots are dropped before the database."""
-    name = f"dbz{os.getpid()}_{next(_counter)}"
-    load_sample_erp(pg_cluster, name)
-    debezium_role_on_postgres(pg_cluster)
-    try:
-        yield name
-    finally:
-        with psycopg.connect(pg_cluster.dsn(), autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                "WHERE database = %s AND active_pid IS NOT NULL",
-                (name,),
-            )
-            for (slot,) in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (name,)):
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-        pg_cluster.drop_database(name)
 
 
 def postgres_connector(pg_cluster: PgCluster, db: str, prefix: str) -> ConnectorFile:
@@ -70,8 +45,10 @@ def postgres_connector(pg_cluster: PgCluster, db: str, prefix: str) -> Connector
 
 
 @pytest.fixture
-def registered(kafka_connect: Connect, pg_cluster: PgCluster, erp: str, topic_prefix: str) -> Iterator[ConnectorFile]:
-    connector = postgres_connector(pg_cluster, erp, topic_prefix)
+def registered(
+    kafka_connect: Connect, pg_cluster: PgCluster, debezium_pg_erp: str, topic_prefix: str
+) -> Iterator[ConnectorFile]:
+    connector = postgres_connector(pg_cluster, debezium_pg_erp, topic_prefix)
     client = ConnectClient(kafka_connect.url)
     try:
         (result,) = register(client, [connector], wait_s=60)
@@ -99,7 +76,7 @@ def test_worker_carries_the_debezium_plugins(kafka_connect: Connect) -> None:
 
 
 def test_snapshot_then_live_changes_arrive_decoded(
-    registered: ConnectorFile, kafka_broker: Broker, pg_cluster: PgCluster, erp: str, topic_prefix: str
+    registered: ConnectorFile, kafka_broker: Broker, pg_cluster: PgCluster, debezium_pg_erp: str, topic_prefix: str
 ) -> None:
     topic = f"{topic_prefix}.public.customers"
     snapshot = decode_all(read_records(kafka_broker.bootstrap, topic, 24, timeout=60), topic)
@@ -115,14 +92,14 @@ def test_snapshot_then_live_changes_arrive_decoded(
     contacts_topic = f"{topic_prefix}.public.contacts"
     (contact,) = decode_all(read_records(kafka_broker.bootstrap, contacts_topic, 1, timeout=30), contacts_topic)
     assert contact.change is not None and contact.change.after is not None
-    with psycopg.connect(pg_cluster.dsn(erp)) as conn:
+    with psycopg.connect(pg_cluster.dsn(debezium_pg_erp)) as conn:
         (expected_updated,) = conn.execute("SELECT updated_at FROM contacts ORDER BY id LIMIT 1").fetchone() or (None,)
     # timestamp without time zone: wall-clock time, read in the decoder's zone (erp.timezone).
     berlin = contact.change.after["updated_at"]
     assert berlin.replace(tzinfo=None) == expected_updated
     assert berlin.utcoffset() in (timedelta(hours=1), timedelta(hours=2))
 
-    with psycopg.connect(pg_cluster.dsn(erp), autocommit=True) as conn:
+    with psycopg.connect(pg_cluster.dsn(debezium_pg_erp), autocommit=True) as conn:
         (new_id,) = conn.execute(
             "INSERT INTO customers (code, name, credit_limit, created_at) "
             "VALUES ('C9999', 'Live GmbH', 1000000.01, '2025-03-30 01:30:00+01') RETURNING id"

@@ -186,7 +186,11 @@ def test_validation_collects_field_errors_once_each() -> None:
 
 
 def test_unknown_keys_are_reported_but_prefixed_families_are_not() -> None:
-    body = {"name": "C", "error_count": 0, "configs": [_item("topic.prefix", "erp", [])]}
+    body = {
+        "name": "C",
+        "error_count": 0,
+        "configs": [_item("topic.prefix", "erp", []), _item("converters", "boolean", [])],
+    }
     submitted = {
         "topic.prefix": "erp",
         "topic.prefx": "typo",
@@ -194,10 +198,13 @@ def test_unknown_keys_are_reported_but_prefixed_families_are_not() -> None:
         "topic.creation.default.partitions": "6",
         "schema.history.internal.kafka.topic": "h",
         "transforms.route.type": "x",
+        "converters": "boolean",
+        "boolean.type": "io.debezium.connector.binlog.converters.TinyIntOneToBooleanConverter",
+        "bolean.selector": "typo too",
     }
     v = parse_validation(body, submitted)
     assert v.ok
-    assert v.unknown_keys == ["topic.prefx"]
+    assert v.unknown_keys == ["bolean.selector", "topic.prefx"]
 
 
 def test_only_a_connection_error_means_the_fields_are_valid() -> None:

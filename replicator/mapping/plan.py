@@ -75,7 +75,8 @@ def jsonable(value: Any) -> Any:
 
 
 def payload_hash(action: Action, record: Mapping[str, Any]) -> str:
-    body = orjson.dumps({"a": action.value, "r": record}, option=orjson.OPT_SORT_KEYS)
+    # `action` is a str enum: serialised as its value, like the hashes already stored.
+    body = orjson.dumps({"a": action, "r": record}, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(body).hexdigest()
 
 
@@ -274,7 +275,7 @@ class Planner:
                 if crm_id is not None:
                     return self._plan_removal(entity, t, ext_id, crm_id, known=True)
                 return Planned(t, skip=Skip.FILTERED)
-            record = {name: jsonable(expr(ctx)) for name, expr in entity.fields.items()}
+            record = _record(entity, ctx)
         except Exception as exc:  # an expression failing on this row's data
             return Planned(t, error=f"mapping failed for {entity.name} {ext_id}: {exc}")
         for field_name, lookup in entity.lookups.items():
@@ -314,6 +315,22 @@ class Planner:
         return Planned(t, op=_operation(entity, ext_id, action, {}, crm_id))
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _record(entity: Entity, ctx: dict[str | None, Any]) -> dict[str, Any]:
+    """The CRM record. The hot path calls the compiled closures directly; when one fails,
+    the fields are evaluated again through their Expr, whose error names the field and SQL."""
+    record: dict[str, Any] = {}
+    try:
+        for name, expr in entity.fields.items():
+            value = expr.fn(ctx)
+            record[name] = value if type(value) in _PLAIN else jsonable(value)
+    except Exception:
+        return {name: jsonable(expr(ctx)) for name, expr in entity.fields.items()}
+    return record
+
+
 def _operation(entity: Entity, ext_id: str, action: Action, record: dict[str, Any], crm_id: str | None) -> Operation:
     """The idempotency key names the intended effect: same record, action and payload, same key."""
     digest = payload_hash(action, record)
@@ -324,6 +341,6 @@ def _operation(entity: Entity, ext_id: str, action: Action, record: dict[str, An
         external_id=ext_id,
         record=record,
         crm_id=crm_id,
-        idempotency_key=f"{entity.name}:{ext_id}:{action.value}:{digest[:24]}",
+        idempotency_key=f"{entity.name}:{ext_id}:{action}:{digest[:24]}",
         payload_hash=digest,
     )

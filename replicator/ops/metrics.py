@@ -3,6 +3,9 @@ alert rules in grafana/ and prometheus/ query them."""
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -125,3 +128,9 @@ KAFKA_CONSUMER_LAG = Gauge(
     ["topic", "partition"],
     registry=REGISTRY,
 )
+
+
+@functools.cache
+def commit_to_ack(entity: str) -> Any:
+    """The entity's child of COMMIT_TO_ACK, looked up once: `labels()` takes a lock on every call."""
+    return COMMIT_TO_ACK.labels(entity)

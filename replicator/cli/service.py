@@ -7,6 +7,7 @@ import threading
 from typing import Annotated, Any
 
 import psycopg
+import pymysql
 import structlog
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -154,7 +155,7 @@ def run(
         _start_gauge_sampler(opened.gauges, parts.store, stop)
         console.print(f"streaming {opened.describe} into {parts.sink.name}")
         runner.run()
-    except psycopg.OperationalError as exc:
+    except (psycopg.OperationalError, pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
         # Nothing unapplied was acknowledged: a restart resumes exactly where this stopped.
         console.print(f"[red]error:[/red] lost the ERP/state database: {str(exc).strip()}; exiting for a restart")
         raise typer.Exit(3) from None

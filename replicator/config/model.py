@@ -226,6 +226,36 @@ class Config(Strict):
     metrics: MetricsConfig = MetricsConfig()
     mappings: dict[Identifier, EntityConfig]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _qualify_mysql_tables(cls, data: Any) -> Any:
+        # A MariaDB/MySQL table's qualifier is its database: an unqualified name means the
+        # DSN's database, not PostgreSQL's `public`.
+        if not isinstance(data, dict):
+            return data
+        dsn = (data.get("erp") or {}).get("dsn") if isinstance(data.get("erp"), dict) else None
+        if not isinstance(dsn, str) or not dsn.startswith(("mysql://", "mariadb://")):
+            return data
+        from urllib.parse import urlsplit
+
+        database = urlsplit(dsn).path.strip("/")
+        mappings = data.get("mappings")
+        if not database or not isinstance(mappings, dict):
+            return data
+
+        def qualify(section: Any) -> Any:
+            if isinstance(section, dict) and isinstance(section.get("table"), str) and "." not in section["table"]:
+                return {**section, "table": f"{database}.{section['table']}"}
+            return section
+
+        out = {}
+        for name, entity in mappings.items():
+            entity = qualify(entity)
+            if isinstance(entity, dict) and isinstance(entity.get("related"), dict):
+                entity = {**entity, "related": {k: qualify(v) for k, v in entity["related"].items()}}
+            out[name] = entity
+        return {**data, "mappings": out}
+
     @field_validator("source", mode="before")
     @classmethod
     def _default_kind(cls, value: Any) -> Any:

@@ -136,3 +136,15 @@ def test_source_kind_defaults_to_the_slot() -> None:
     cfg = parse_config(BASE + "source:\n  slot: s1\n", "c.yaml", {"ERP_DSN": "host=db"})
     assert cfg.source.kind == "pg_slot"
     assert cfg.source.slot == "s1"  # type: ignore[union-attr]
+
+
+def test_mysql_tables_are_qualified_with_the_dsn_database() -> None:
+    text = (
+        BASE.replace("${ERP_DSN}", "mysql://u@h:3306/shop")
+        + "  contacts:\n    table: people\n    object: contact\n    fields: {last_name: name}\n"
+        + "    related:\n      mail: {table: mails, join: {person_id: id}}\n"
+        + "source:\n  kind: mysql_binlog\nstate:\n  dsn: host=s\n"
+    )
+    cfg = parse_config(text, "c.yaml", {})
+    assert cfg.mappings["customers"].table == "shop.customers"
+    assert cfg.mappings["contacts"].related["mail"].table == "shop.mails"

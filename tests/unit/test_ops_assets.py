@@ -594,3 +594,25 @@ def test_connector_readme_explains_every_non_default_setting(connector: dict[str
     explicit_defaults = {"connector.class", "snapshot.mode"}
     unexplained = [key for key in connector["config"] if key not in explicit_defaults and f"`{key}" not in readme]
     assert not unexplained, f"connectors/README.md does not explain {unexplained}"
+
+
+def test_compose_kafka_profile_scales_out_with_the_kafka_config(services: dict[str, dict[str, Any]]) -> None:
+    import posixpath
+
+    svc = services["replicator-kafka"]
+    assert svc["profiles"] == ["kafka"] and svc["deploy"]["replicas"] >= 2
+    assert svc["command"] == ["run", "--config", "/etc/replicator/replicator-kafka.yaml"]
+    assert env_of(svc).get("REPLICATOR_METRICS_LISTEN") == "0.0.0.0:9108"
+    assert services["replicator-kafka-setup"]["entrypoint"][:2] == ["replicator", "setup"]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in svc["volumes"]}
+    assert mounts["/etc/replicator"] == "./examples/erp"
+    # The config's connector path, resolved inside the container, lands in the mounted connectors folder.
+    config = yaml.safe_load((ROOT / "examples" / "erp" / "replicator-kafka.yaml").read_text())
+    for connector in config["source"]["connect"]["connectors"]:
+        in_container = posixpath.normpath(posixpath.join("/etc/replicator", connector))
+        folder, name = posixpath.split(in_container)
+        assert folder in mounts, f"{connector} resolves to {in_container}, which is not mounted"
+        assert (ROOT / mounts[folder] / name).exists()
+    prometheus = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "replicator")
+    assert any("replicator-kafka" in sd["names"] for sd in job.get("dns_sd_configs", []))

@@ -75,7 +75,8 @@ class KafkaSource:
         self._quiesce: Quiesce | None = None
         self._fatal: KafkaError | None = None
         self._rebalances = 0
-        self._commits: dict[TP, int] = {}  # committed since `take_commits`
+        self._to_commit: dict[TP, int] = {}  # acknowledged, for the reader thread to commit
+        self._acked: dict[TP, int] = {}  # acknowledged since `take_acked`
         self._last_warning = 0.0
 
     # -- wiring ------------------------------------------------------------
@@ -89,13 +90,17 @@ class KafkaSource:
         return self._book.seq
 
     def send_status(self) -> None:
-        # librdkafka heartbeats from its own thread; nothing to keep alive here.
-        pass
+        # The Runner calls this from the reader thread while the queue is full. librdkafka
+        # heartbeats from its own thread; acknowledged offsets still need committing.
+        consumer = self._consumer
+        if consumer is not None:
+            self._flush_commits(consumer)
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
         with self._lock:
             self._book.reset()
+            self._to_commit.clear()
         self._fatal = None
         consumer = Consumer({**self.settings, "on_commit": self._on_commit, "error_cb": self._on_error})
         consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -109,6 +114,7 @@ class KafkaSource:
             return
         with self._lock:
             offsets = self._book.acked()
+            self._to_commit.clear()
         try:
             if offsets:
                 self._commit(consumer, offsets, asynchronous=False)
@@ -130,6 +136,7 @@ class KafkaSource:
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("kafka source not started")
+        self._flush_commits(consumer)
         out: list[tuple[Change, TP, int]] = []
         nexts: dict[TP, tuple[int, int]] = {}
         kinds: Counter[tuple[str, str]] = Counter()
@@ -137,27 +144,30 @@ class KafkaSource:
         deadline = time.monotonic() + timeout
         wait = timeout
         while len(out) < max_changes:
-            msg = consumer.poll(wait)
+            # consume() hands over what librdkafka has fetched in one call; poll() per record
+            # cost ~18 µs each, as much as decoding the record.
+            msgs = consumer.consume(max_changes - len(out), wait)
             self._raise_fatal()
-            if msg is None:
+            if not msgs:
                 if out or nexts or time.monotonic() >= deadline:
                     break
                 wait = max(0.0, deadline - time.monotonic())
                 continue
             wait = 0.0  # something arrived: take what is already fetched, then hand over
-            err = msg.error()
-            if err is not None:
-                self._on_message_error(err)
-                continue
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            assert topic is not None and partition is not None and offset is not None
-            tp = (topic, partition)
-            gen = self._book.generation_of(tp)
-            if gen is None:
-                continue  # not ours (any more): whoever owns it reads it from the committed offset
-            kind = self._handle(msg, topic, partition, offset, tp, gen, out)
-            kinds[(topic, kind)] += 1
-            nexts[tp] = (gen, offset + 1)
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    self._on_message_error(err)
+                    continue
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                assert topic is not None and partition is not None and offset is not None
+                tp = (topic, partition)
+                gen = self._book.generation_of(tp)
+                if gen is None:
+                    continue  # not ours (any more): whoever owns it reads it from the committed offset
+                kind = self._handle(msg, topic, partition, offset, tp, gen, out)
+                kinds[(topic, kind)] += 1
+                nexts[tp] = (gen, offset + 1)
         if self._rebalances != rebalances:
             # Partitions moved during this read: what was read under an older generation is stale.
             out = [item for item in out if self._book.generation_of(item[1]) == item[2]]
@@ -212,18 +222,27 @@ class KafkaSource:
 
     # -- acknowledging -----------------------------------------------------
     def ack(self, position: Position) -> None:
+        """Called by the main loop. The commit itself is left to the reader thread: a client
+        call from here would block while a rebalance callback runs inside the reader's poll,
+        and that callback waits for the main loop (quiesce)."""
         with self._lock:
             offsets = self._book.ack(position.offset)
-            consumer = self._consumer
-            if offsets and consumer is not None:
-                # Under the lock: a revoke cannot slip between the ownership check and the commit.
-                self._commit(consumer, offsets, asynchronous=True)
+            self._to_commit.update(offsets)
+            self._acked.update(offsets)
 
-    def take_commits(self) -> dict[TP, int]:
-        """Offsets committed (next offset to read, per partition) since the last call."""
+    def take_acked(self) -> dict[TP, int]:
+        """Acknowledged offsets (next offset to read, per partition) since the last call;
+        the reader thread commits them on its next poll."""
         with self._lock:
-            out, self._commits = self._commits, {}
+            out, self._acked = self._acked, {}
         return out
+
+    def _flush_commits(self, consumer: Consumer) -> None:
+        with self._lock:
+            offsets, self._to_commit = self._to_commit, {}
+        if offsets:
+            # Partitions are revoked only in this thread (inside poll), so these are still owned.
+            self._commit(consumer, offsets, asynchronous=True)
 
     def _commit(self, consumer: Consumer, offsets: dict[TP, int], *, asynchronous: bool) -> None:
         parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
@@ -233,7 +252,6 @@ class KafkaSource:
             failed = [tp for tp in consumer.commit(offsets=parts, asynchronous=False) if tp.error is not None]
             if failed:
                 raise KafkaException(failed[0].error)
-        self._commits.update(offsets)
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None and err.code() != KafkaError._NO_OFFSET:
@@ -257,6 +275,8 @@ class KafkaSource:
         with self._quiesced(tps), self._lock:
             offsets = self._book.revoke(tps)
             owned = len(self._book.owned())
+            for tp in tps:
+                self._to_commit.pop(tp, None)  # committed right here, synchronously
             if offsets:
                 try:
                     self._commit(consumer, offsets, asynchronous=False)
@@ -272,6 +292,8 @@ class KafkaSource:
         with self._quiesced(tps), self._lock:
             self._book.lose(tps)
             owned = len(self._book.owned())
+            for tp in tps:
+                self._to_commit.pop(tp, None)
         metrics.KAFKA_REBALANCES.labels("lost").inc()
         metrics.KAFKA_ASSIGNED_PARTITIONS.set(owned)
         log.warning("partitions lost (another member owns them now); nothing committed for them", owned=owned)

@@ -62,7 +62,7 @@ def open_kafka(parts: Parts) -> OpenedSource:
     store = parts.store
 
     def checkpoint(position: Position) -> None:
-        for (topic, partition), offset in source.take_commits().items():
+        for (topic, partition), offset in source.take_acked().items():
             store.save_checkpoint(checkpoint_stream(topic, partition), str(offset), offset)
 
     describe = f"kafka group {src.group_id} ({len(topics)} topics on {src.bootstrap_servers})"

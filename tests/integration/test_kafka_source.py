@@ -16,21 +16,26 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 from confluent_kafka import TopicPartition
+from pydantic import ValidationError
 
+from replicator.app import StartupError
 from replicator.change import Change, Op, Position
-from replicator.config.model import KafkaSourceConfig
+from replicator.config.model import Config, KafkaSourceConfig
+from replicator.devstack.postgres import free_port
 from replicator.devstack.tansu import TANSU_CONSUMER_SETTINGS, Broker
+from replicator.jobs.check_kafka import kafka_checks
 from replicator.ops.health import Health
 from replicator.ops.metrics import REGISTRY
 from replicator.pipeline.processor import BatchReport
 from replicator.pipeline.runner import Runner
 from replicator.sources.debezium import DebeziumDecoder
-from replicator.sources.kafka import KafkaSource, tp_of
+from replicator.sources.kafka import KafkaSource, open_kafka_source, tp_of
 from replicator.sources.kafka_letters import ENTITY as UNDECODABLE
 from replicator.sources.kafka_letters import DeadLetters
 from replicator.sources.kafka_offsets import TP
@@ -269,6 +274,7 @@ def test_undecodable_records_are_dead_lettered_and_the_partition_moves_on(
 
 CHILD = """
 import os, sys, threading, time
+from replicator.jobs.check_kafka import kafka_checks
 from replicator.ops.health import Health
 from replicator.pipeline.processor import BatchReport
 from replicator.pipeline.runner import Runner
@@ -467,3 +473,75 @@ def test_rebalance_commits_no_revoked_partition_and_drops_stale_queued_changes(
     assert len(set(seen)) == total, "records lost"
     # The revoke committed what a had finished and dropped what it had only queued: nothing twice.
     assert len(seen) == total, f"{len(seen) - total} records processed twice"
+
+
+# --- startup and `replicator check` ------------------------------------------------------------
+
+
+def kafka_config(bootstrap: str, prefix: str, group: str) -> Config:
+    return Config.model_validate(
+        {
+            "erp": {"dsn": "postgresql://127.0.0.1:1/unused"},
+            "source": {
+                "kind": "kafka",
+                "bootstrap_servers": bootstrap,
+                "group_id": group,
+                "topic_prefix": prefix,
+                "consumer": dict(TANSU_CONSUMER_SETTINGS),
+            },
+            "crm": {"kind": "discard"},
+            "mappings": {
+                "customers": {
+                    "table": "public.customers",
+                    "object": "account",
+                    "fields": {"name": "name"},
+                    "related": {"email": {"table": "contact_mechanisms", "join": {"customer_id": "id"}}},
+                }
+            },
+        }
+    )
+
+
+def test_startup_names_missing_topics_and_check_reports_the_cluster(
+    kafka_broker: Broker, topic_prefix: str, group: str, state_dsn: str
+) -> None:
+    cfg = kafka_config(kafka_broker.bootstrap, topic_prefix, group)
+    parts: Any = SimpleNamespace(config=cfg, store=StateStore(state_dsn))
+    try:
+        create_topics(kafka_broker.bootstrap, [f"{topic_prefix}.public.customers"], partitions=2)
+        with pytest.raises(StartupError) as missing:
+            open_kafka_source(parts)
+        assert f"{topic_prefix}.public.contact_mechanisms" in str(missing.value)
+        assert "replicator setup --connect" in str(missing.value) and "topic_prefix" in str(missing.value)
+        findings = {f.check: f for f in kafka_checks(cfg)}
+        assert findings["Kafka reachable"].level == "ok"
+        assert findings["Kafka topics"].level == "fail"
+        assert "contact_mechanisms" in findings["Kafka topics"].detail
+
+        create_topics(kafka_broker.bootstrap, [f"{topic_prefix}.public.contact_mechanisms"], partitions=3)
+        findings = {f.check: f for f in kafka_checks(cfg)}
+        assert findings["Kafka topics"].level == "ok"
+        assert "5 partition(s)" in findings["Kafka topics"].detail
+        assert "consumer group" in findings
+
+        opened = open_kafka_source(parts)
+        assert isinstance(opened.source, KafkaSource)
+        assert opened.source.topics == [f"{topic_prefix}.public.customers", f"{topic_prefix}.public.contact_mechanisms"]
+        assert opened.on_ack is not None and opened.gauges
+    finally:
+        parts.store.close()
+
+
+def test_check_reports_an_unreachable_broker(topic_prefix: str, group: str) -> None:
+    cfg = kafka_config(f"127.0.0.1:{free_port()}", topic_prefix, group)
+    (finding,) = kafka_checks(cfg)
+    assert finding.check == "Kafka reachable" and finding.level == "fail"
+    assert "bootstrap_servers" in finding.fix
+
+
+def test_auto_commit_cannot_be_switched_on() -> None:
+    with pytest.raises(ValidationError) as err:
+        KafkaSourceConfig(
+            kind="kafka", bootstrap_servers="b:9092", topic_prefix="erp", consumer={"enable.auto.commit": True}
+        )
+    assert "enable.auto.commit" in str(err.value) and "remove it from source.consumer" in str(err.value)

@@ -269,6 +269,7 @@ class Runner:
         changes: list[Change] = []
         mark: Watermark | None = None
         deadline: float | None = None
+        on_mark = False
         while len(changes) < self.batch_size:
             changes, mark = self._safe_point(changes, mark)
             timeout = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
@@ -283,12 +284,32 @@ class Runner:
             if isinstance(item, _SourceFailed):
                 raise item
             if isinstance(item, Watermark):
-                mark = item
+                mark, on_mark = item, True
                 if not changes:
                     # A quiet stretch: let the watermark through on its own.
                     deadline = deadline or time.monotonic()
                 continue
             changes.append(item)
+            on_mark = False
             if deadline is None:
                 deadline = time.monotonic() + self.max_wait_s
+        if changes and not on_mark:
+            mark = self._through_next_mark(changes, mark)
         return self._safe_point(changes, mark)
+
+    def _through_next_mark(self, changes: list[Change], mark: Watermark | None) -> Watermark | None:
+        """Extend the batch to the end of the read it stopped in (reads hold at most
+        batch_size changes, so a batch stays under twice that). Otherwise part of a read is
+        processed but cannot be acknowledged until the next batch, and a revoke in between
+        would hand it to another owner to process again."""
+        while len(changes) < 2 * self.batch_size:
+            try:
+                item = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                return mark
+            if isinstance(item, _SourceFailed):
+                raise item
+            if isinstance(item, Watermark):
+                return item
+            changes.append(item)
+        return mark

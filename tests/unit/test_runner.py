@@ -247,3 +247,20 @@ def test_runner_attaches_itself_to_a_source_that_asks() -> None:
     source = Attaching([])
     runner = Runner(source, RecordingProcessor(), Health(60))  # type: ignore[arg-type]
     assert source.hook == runner.quiesce
+
+
+def test_a_full_batch_runs_on_to_the_end_of_its_read() -> None:
+    # Reads of up to batch_size changes, each followed by its watermark: a batch that stopped
+    # mid-read would leave processed work unacknowledged until the next batch.
+    source = ScriptedSource([([ch(1, 10), ch(2, 10), ch(3, 10)], 10), ([ch(4, 20)], 20)])
+    batches: list[list[int]] = []
+
+    class Batches(RecordingProcessor):
+        def process(self, changes: Sequence[Change], *, force: bool = False) -> BatchReport:
+            batches.append([c.key[0] for c in changes])
+            return super().process(changes)
+
+    runner = Runner(source, Batches(), Health(60), batch_size=2, max_wait_s=0.05)  # type: ignore[arg-type]
+    run_until(runner, source, lambda: 20 in source.acks)
+    assert batches[0] == [1, 2, 3]
+    assert source.acks == [10, 20]

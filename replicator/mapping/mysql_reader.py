@@ -8,6 +8,7 @@ scans page by key (keyset), never by OFFSET.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -84,6 +85,7 @@ def _chunks(items: Sequence[Key]) -> Iterator[Sequence[Key]]:
 
 class MysqlReader:
     def __init__(self, dsn: str, timezone: str = "UTC") -> None:
+        self._dsn = dsn
         self._conn = connect(dsn, cursorclass=pymysql.cursors.DictCursor)
         self._zone = ZoneInfo(timezone)
         self._lock = threading.Lock()
@@ -104,7 +106,13 @@ class MysqlReader:
         with self._lock:
             if time.monotonic() - self._used > _IDLE_PING_S:
                 # The server drops connections idle past wait_timeout; a quiet ERP is normal.
-                self._conn.ping(reconnect=True)
+                # A new connection, not ping(reconnect=True): it redoes the session setup (time zone).
+                try:
+                    self._conn.ping(reconnect=False)
+                except pymysql.err.Error:
+                    with contextlib.suppress(pymysql.err.Error):
+                        self._conn.close()
+                    self._conn = connect(self._dsn, cursorclass=pymysql.cursors.DictCursor)
             self._used = time.monotonic()
             convs = self._converters(table)
             with self._conn.cursor() as cur:

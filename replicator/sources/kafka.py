@@ -45,6 +45,8 @@ Quiesce = Callable[[Callable[[Change], bool]], AbstractContextManager[None]]
 
 # librdkafka recovers from non-fatal errors itself (reconnects, metadata refresh): log them, not every time.
 _TRANSIENT_LOG_EVERY_S = 30.0
+# Polls while the queue is full come this often: far inside max.poll.interval.ms (default 300 s).
+_KEEPALIVE_POLL_S = 1.0
 
 
 def tp_of(change: Change) -> TP:
@@ -75,6 +77,8 @@ class KafkaSource:
         self._quiesce: Quiesce | None = None
         self._fatal: KafkaError | None = None
         self._rebalances = 0
+        self._paused = False
+        self._last_poll = time.monotonic()
         self._to_commit: dict[TP, int] = {}  # acknowledged, for the reader thread to commit
         self._acked: dict[TP, int] = {}  # acknowledged since `take_acked`
         self._last_warning = 0.0
@@ -95,6 +99,37 @@ class KafkaSource:
         consumer = self._consumer
         if consumer is not None:
             self._flush_commits(consumer)
+            self._keep_membership(consumer)
+
+    def _keep_membership(self, consumer: Consumer) -> None:
+        """Poll with every partition paused while the pipeline cannot take more.
+
+        A consumer that does not poll for max.poll.interval.ms leaves the group (a long CRM
+        outage fills the queue and stops reading). Its partitions would move while its batch
+        is still in flight, and the new owner could write a key's older state after this
+        member wrote a newer one. Paused, poll() keeps the membership and delivers nothing.
+        """
+        if time.monotonic() - self._last_poll < _KEEPALIVE_POLL_S:
+            return
+        assignment = consumer.assignment()
+        if assignment:
+            consumer.pause(assignment)
+            self._paused = True
+        msg = consumer.poll(0)
+        self._last_poll = time.monotonic()
+        if msg is not None and msg.error() is None:
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            if topic is not None and partition is not None and offset is not None:
+                # Fetched before the pause: rewind, so it is read again once the queue has room.
+                consumer.seek(TopicPartition(topic, partition, offset))
+        self._raise_fatal()
+
+    def _resume(self, consumer: Consumer) -> None:
+        if self._paused:
+            self._paused = False
+            assignment = consumer.assignment()
+            if assignment:
+                consumer.resume(assignment)
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -137,6 +172,7 @@ class KafkaSource:
         if consumer is None:
             raise RuntimeError("kafka source not started")
         self._flush_commits(consumer)
+        self._resume(consumer)
         out: list[tuple[Change, TP, int]] = []
         nexts: dict[TP, tuple[int, int]] = {}
         kinds: Counter[tuple[str, str]] = Counter()
@@ -147,6 +183,7 @@ class KafkaSource:
             # consume() hands over what librdkafka has fetched in one call; poll() per record
             # cost ~18 µs each, as much as decoding the record.
             msgs = consumer.consume(max_changes - len(out), wait)
+            self._last_poll = time.monotonic()
             self._raise_fatal()
             if not msgs:
                 if out or nexts or time.monotonic() >= deadline:

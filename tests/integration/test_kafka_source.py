@@ -545,3 +545,58 @@ def test_auto_commit_cannot_be_switched_on() -> None:
             kind="kafka", bootstrap_servers="b:9092", topic_prefix="erp", consumer={"enable.auto.commit": True}
         )
     assert "enable.auto.commit" in str(err.value) and "remove it from source.consumer" in str(err.value)
+
+
+class StallingRecorder:
+    """Takes its first batch only after `stall_s` (a CRM outage), the rest at once."""
+
+    def __init__(self, stall_s: float) -> None:
+        self.stop = threading.Event()
+        self.stall_s = stall_s
+        self.seen: list[int] = []
+
+    def process(self, changes: Sequence[Change], *, force: bool = False) -> BatchReport:
+        if not self.seen:
+            self.stop.wait(self.stall_s)
+        self.seen.extend(c.position.offset for c in changes)
+        return BatchReport(changes=len(changes))
+
+
+def test_a_stalled_pipeline_keeps_its_group_membership(kafka_broker: Broker, topic_prefix: str, group: str) -> None:
+    # The pipeline stalls longer than max.poll.interval.ms with a full queue: the member must
+    # stay in the group (no rebalance, so no second owner for the batch it has in flight).
+    topic = f"{topic_prefix}.{TABLE}"
+    create_topics(kafka_broker.bootstrap, [topic])
+    produce(kafka_broker.bootstrap, topic, items(topic_prefix, range(60)))
+    source = KafkaSource(
+        {**settings(kafka_broker, group, topic_prefix), "max.poll.interval.ms": 7000},
+        [topic],
+        DebeziumDecoder(),
+        name=f"kafka:{group}",
+    )
+    rebalances = [0]
+    on_revoke, on_lost = source._on_revoke, source._on_lost
+
+    def count(inner: Callable[[Any, list[TopicPartition]], None]) -> Callable[[Any, list[TopicPartition]], None]:
+        def counted(consumer: Any, partitions: list[TopicPartition]) -> None:
+            rebalances[0] += 1
+            inner(consumer, partitions)
+
+        return counted
+
+    source._on_revoke, source._on_lost = count(on_revoke), count(on_lost)  # type: ignore[method-assign]
+    recorder = StallingRecorder(stall_s=12.0)
+    runner = Runner(source, recorder, Health(60), batch_size=5, max_wait_s=0.01, queue_size=5)  # type: ignore[arg-type]
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        wait_until("every record processed", lambda: len(recorder.seen) >= 60, timeout=60)
+        wait_until(
+            "every record committed", lambda: committed_offsets(kafka_broker.bootstrap, group, topic, 1)[0] == 60
+        )
+        while_running = rebalances[0]  # leaving the group at close revokes too
+    finally:
+        runner.stop.set()
+        thread.join(30)
+    assert while_running == 0, "the stalled member was dropped from the group and its partition revoked"
+    assert recorder.seen == list(range(60)), "each record once, in order"

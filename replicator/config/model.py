@@ -82,6 +82,11 @@ class KafkaSourceConfig(Strict):
     )
     unavailable_value_placeholder: str = "__debezium_unavailable_value"
     connect: ConnectConfig | None = Field(None, description="register and watch the Debezium connectors")
+    topic_wait_s: float = Field(
+        120.0,
+        ge=0,
+        description="at startup, wait this long for missing topics (a connector's first snapshot creates them)",
+    )
 
     @field_validator("consumer")
     @classmethod

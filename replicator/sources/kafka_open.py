@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
+import structlog
 from confluent_kafka import KafkaException
 
 from replicator.change import Position
@@ -17,9 +19,39 @@ from replicator.sources.open import OpenedSource
 if TYPE_CHECKING:
     from replicator.app import Parts
 
+log = structlog.get_logger()
+
 
 def checkpoint_stream(topic: str, partition: int) -> str:
     return f"kafka:{topic}/{partition}"
+
+
+def _wait_for_topics(src: KafkaSourceConfig, topics: list[str]) -> list[str]:
+    """The topics still missing after `source.topic_wait_s`.
+
+    A replicator started together with a freshly registered connector (the quickstart,
+    compose) would otherwise race the snapshot, which creates one topic per table as it
+    reaches it; a wrong topic_prefix still fails, only later.
+    """
+    from replicator.app import StartupError
+
+    deadline = time.monotonic() + src.topic_wait_s
+    said = False
+    while True:
+        try:
+            present = existing_topics(src)
+        except KafkaException as exc:
+            raise StartupError(
+                f"cannot reach Kafka at source.bootstrap_servers={src.bootstrap_servers!r}: {exc}; "
+                "check the address, the network path and source.consumer security settings"
+            ) from None
+        missing = [t for t in topics if t not in present]
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        if not said:
+            log.info("waiting for Kafka topics", missing=missing, up_to_s=src.topic_wait_s)
+            said = True
+        time.sleep(1.0)
 
 
 def open_kafka(parts: Parts) -> OpenedSource:
@@ -29,18 +61,11 @@ def open_kafka(parts: Parts) -> OpenedSource:
     src = cfg.source
     assert isinstance(src, KafkaSourceConfig)
     topics = data_topics(cfg, src)
-    try:
-        present = existing_topics(src)
-    except KafkaException as exc:
-        raise StartupError(
-            f"cannot reach Kafka at source.bootstrap_servers={src.bootstrap_servers!r}: {exc}; "
-            "check the address, the network path and source.consumer security settings"
-        ) from None
-    missing = [t for t in topics if t not in present]
+    missing = _wait_for_topics(src, topics)
     if missing:
         raise StartupError(
-            f"Kafka topic(s) missing: {', '.join(missing)}; register the Debezium connectors with "
-            "`replicator setup --connect` (they create the topics on their first snapshot), "
+            f"Kafka topic(s) missing after {src.topic_wait_s:.0f} s: {', '.join(missing)}; register the Debezium "
+            "connectors with `replicator setup --connect` (they create the topics on their first snapshot), "
             f"or check source.topic_prefix ({src.topic_prefix!r}) and source.topics"
         )
     tx_topic = transaction_topic(src)

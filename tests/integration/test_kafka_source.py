@@ -478,7 +478,7 @@ def test_rebalance_commits_no_revoked_partition_and_drops_stale_queued_changes(
 # --- startup and `replicator check` ------------------------------------------------------------
 
 
-def kafka_config(bootstrap: str, prefix: str, group: str) -> Config:
+def kafka_config(bootstrap: str, prefix: str, group: str, topic_wait_s: float = 1.0) -> Config:
     return Config.model_validate(
         {
             "erp": {"dsn": "postgresql://127.0.0.1:1/unused"},
@@ -488,6 +488,7 @@ def kafka_config(bootstrap: str, prefix: str, group: str) -> Config:
                 "group_id": group,
                 "topic_prefix": prefix,
                 "consumer": dict(TANSU_CONSUMER_SETTINGS),
+                "topic_wait_s": topic_wait_s,
             },
             "crm": {"kind": "discard"},
             "mappings": {
@@ -513,6 +514,7 @@ def test_startup_names_missing_topics_and_check_reports_the_cluster(
             open_kafka_source(parts)
         assert f"{topic_prefix}.public.contact_mechanisms" in str(missing.value)
         assert "replicator setup --connect" in str(missing.value) and "topic_prefix" in str(missing.value)
+        assert "after 1 s" in str(missing.value)
         findings = {f.check: f for f in kafka_checks(cfg)}
         assert findings["Kafka reachable"].level == "ok"
         assert findings["Kafka topics"].level == "fail"
@@ -600,3 +602,24 @@ def test_a_stalled_pipeline_keeps_its_group_membership(kafka_broker: Broker, top
         thread.join(30)
     assert while_running == 0, "the stalled member was dropped from the group and its partition revoked"
     assert recorder.seen == list(range(60)), "each record once, in order"
+
+
+def test_startup_waits_for_topics_a_new_connector_is_still_creating(
+    kafka_broker: Broker, topic_prefix: str, group: str, state_dsn: str
+) -> None:
+    # A connector registered just before `run` creates its topics table by table during the snapshot.
+    cfg = kafka_config(kafka_broker.bootstrap, topic_prefix, group, topic_wait_s=30)
+    parts: Any = SimpleNamespace(config=cfg, store=StateStore(state_dsn))
+    create_topics(kafka_broker.bootstrap, [f"{topic_prefix}.public.customers"])
+    late = threading.Timer(
+        3.0, create_topics, args=(kafka_broker.bootstrap, [f"{topic_prefix}.public.contact_mechanisms"])
+    )
+    late.start()
+    started = time.monotonic()
+    try:
+        opened = open_kafka_source(parts)
+        assert isinstance(opened.source, KafkaSource)
+        assert 2.5 < time.monotonic() - started < 30
+    finally:
+        late.join()
+        parts.store.close()

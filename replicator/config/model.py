@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
 class Strict(BaseModel):
@@ -52,18 +61,11 @@ class SlotSourceConfig(Strict):
 class ConnectConfig(Strict):
     """The Kafka Connect cluster running the Debezium connectors that feed the topics."""
 
-    url: str = Field(description="Kafka Connect REST URL, e.g. http://connect:8083")
+    url: HttpUrl = Field(description="Kafka Connect REST URL, e.g. http://connect:8083")
     connectors: list[str] = Field(
         default_factory=list,
         description="connector config files (JSON, ${VAR} expanded), relative to this file; registered by `setup`",
     )
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
 
 
 class KafkaSourceConfig(Strict):
@@ -71,7 +73,7 @@ class KafkaSourceConfig(Strict):
 
     kind: Literal["kafka"]
     bootstrap_servers: str = Field(description="host:port[,host:port...] of the Kafka brokers")
-    group_id: Identifier | str = Field("replicator", description="consumer group shared by every replicator process")
+    group_id: str = Field("replicator", description="consumer group shared by every replicator process")
     topic_prefix: str = Field(description="Debezium `topic.prefix`: topics are <prefix>.<schema|db>.<table>")
     topics: list[str] | None = Field(
         None, description="explicit topics; default: one per mapped table under topic_prefix"
@@ -122,18 +124,11 @@ class StateConfig(Strict):
 
 class BottleCrmConfig(Strict):
     kind: Literal["bottlecrm"] = "bottlecrm"
-    url: str
+    url: HttpUrl
     token: SecretStr
     external_id_field: Identifier = "erp_id"
     concurrency: int = Field(4, ge=1, le=64)
     timeout_s: float = Field(15.0, gt=0)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
 
 
 class NullCrmConfig(Strict):

@@ -18,7 +18,6 @@ in about a second on every later start.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
@@ -33,7 +32,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from replicator.devstack.cache import cache_root, file_lock, reaped
+from replicator.devstack.cache import cache_root, file_lock, log_tail, pid_alive, stop_pid
 from replicator.devstack.postgres import PgCluster, free_port, pg_bin, start_cluster
 
 DJANGO_CRM_VERSION = "1.35.0"
@@ -197,27 +196,11 @@ class BottleCrm:
         return f"{self.url}/api"
 
     def alive(self) -> bool:
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return pid_alive(self.pid)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the gunicorn master (it stops its workers), SIGKILL the group if it hangs."""
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if reaped(self.pid):
-                return
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            # start_new_session made the master a group leader: take its workers too.
-            os.killpg(self.pid, signal.SIGKILL)
-        reaped(self.pid)
+        stop_pid(self.pid, timeout)
 
     def clear_data(self) -> None:
         """Delete every account, contact, opportunity, product and lead (and what hangs off them).
@@ -229,10 +212,7 @@ class BottleCrm:
         self.cluster.execute(f"TRUNCATE {tables} CASCADE", dbname=self.database)
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
 
 def _server_env(venv: Path, workdir: Path, cluster: PgCluster, db: str, role: str, password: str) -> dict[str, str]:

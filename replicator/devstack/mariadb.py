@@ -20,7 +20,7 @@ from typing import Any
 
 import pymysql
 
-from replicator.devstack.cache import stop_pid
+from replicator.devstack.cache import log_tail, stop_pid
 from replicator.devstack.postgres import free_port
 
 MARIADBD = "/usr/sbin/mariadbd"
@@ -220,22 +220,15 @@ def start_mariadb(workdir: Path, *, spoof_version_for_debezium: bool = False, po
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"mariadbd exited with {proc.returncode}:\n{_tail(workdir / 'error.log')}")
+            raise RuntimeError(f"mariadbd exited with {proc.returncode}:\n{log_tail(workdir / 'error.log', 30)}")
         try:
             server.connect(connect_timeout=2).close()
             return server
         except pymysql.err.OperationalError:
             if time.monotonic() > deadline:
                 server.stop()
-                raise RuntimeError(f"MariaDB did not start:\n{_tail(workdir / 'error.log')}") from None
+                raise RuntimeError(f"MariaDB did not start:\n{log_tail(workdir / 'error.log', 30)}") from None
             time.sleep(0.1)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return f"({path} missing)"
 
 
 if __name__ == "__main__":  # a quick manual check: start, print the DSN, stop

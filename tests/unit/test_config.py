@@ -148,3 +148,20 @@ def test_mysql_tables_are_qualified_with_the_dsn_database() -> None:
     cfg = parse_config(text, "c.yaml", {})
     assert cfg.mappings["customers"].table == "shop.customers"
     assert cfg.mappings["contacts"].related["mail"].table == "shop.mails"
+
+
+@pytest.mark.parametrize("path", ["crm", "source.connect"])
+def test_service_urls_must_be_http(path: str) -> None:
+    kafka = "source:\n  kind: kafka\n  bootstrap_servers: k:9092\n  topic_prefix: erp\n  connect:\n    url: URL\n"
+    text = BASE.replace("url: http://crm.example", "url: URL" if path == "crm" else "url: http://crm.example/")
+    text += kafka.replace("URL", "http://connect:8083/" if path == "crm" else "connect:8083")
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "c.yaml", {"ERP_DSN": "host=db"})
+    assert f"{path}.url" in str(err.value) and "must start with http:// or https://" in str(err.value)
+    ok = parse_config(
+        BASE.replace("url: http://crm.example", "url: http://crm.example/") + kafka.replace("URL", "http://c:8083/"),
+        "c.yaml",
+        {"ERP_DSN": "host=db"},
+    )
+    assert ok.crm.url == "http://crm.example"  # type: ignore[union-attr]
+    assert ok.source.connect.url == "http://c:8083"  # type: ignore[union-attr]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import sqlglot
 
+from replicator.change import Row
 from replicator.config.model import EntityConfig, LookupConfig
 from replicator.mapping.catalog import TableInfo
 from replicator.mapping.expr import Expr, MappingError, compile_expr, compile_predicate
@@ -26,6 +27,11 @@ class Related:
     # SQL types of the join columns (related side, base side): text values must be cast to be compared.
     join_types: tuple[str, ...] = ()
     base_join_types: tuple[str, ...] = ()
+
+    def join_values(self, related_rows: Sequence[Row]) -> list[tuple[Any, ...]]:
+        """Join values (in base-column order) that changed related rows point at."""
+        rel_cols = list(self.join)
+        return [tuple(r.get(c) for c in rel_cols) for r in related_rows]
 
 
 @dataclass

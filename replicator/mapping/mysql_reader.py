@@ -144,11 +144,6 @@ class MysqlReader:
                 out[tuple(row[c] for c in rel_cols)] = row
         return out
 
-    def parent_keys(self, rel: Related, related_rows: Sequence[Row]) -> list[Key]:
-        """Join values (in base-column order) that a changed related row points at."""
-        rel_cols = list(rel.join.keys())
-        return [tuple(r.get(c) for c in rel_cols) for r in related_rows]
-
     def base_keys_by_join(
         self, table: str, key_cols: Sequence[str], rel: Related, join_values: Sequence[Key]
     ) -> list[tuple[Key, Key]]:

@@ -132,7 +132,7 @@ class Planner:
                     want(entity, key, change, change.after if complete else None, False)
             for entity, alias in self._by_related.get(change.table, ()):
                 images = [img for img in (change.before, change.after) if img]
-                for value in reader.parent_keys(entity.related[alias], images):
+                for value in entity.related[alias].join_values(images):
                     if None not in value:
                         # A related row can point at a parent before and after its update: both re-sync.
                         related.setdefault((entity.name, alias), {}).setdefault(value, change)

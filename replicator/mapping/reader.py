@@ -28,7 +28,6 @@ class RowReader(Protocol):
         self, table: str, key_cols: Sequence[str], keys: Sequence[Key], types: Sequence[str] | None = None
     ) -> dict[Key, Row]: ...
     def related_rows(self, rel: Related, base_rows: Sequence[Row]) -> dict[Key, Row]: ...
-    def parent_keys(self, rel: Related, related_rows: Sequence[Row]) -> list[Key]: ...
     def base_keys_by_join(
         self, table: str, key_cols: Sequence[str], rel: Related, join_values: Sequence[Key]
     ) -> list[tuple[Key, Key]]: ...
@@ -113,11 +112,6 @@ class ErpReader:
         with self._lock:
             rows = self._conn.execute(query, columns).fetchall()
         return {tuple(r[c] for c in rel_cols): self._fix(r) for r in rows}
-
-    def parent_keys(self, rel: Related, related_rows: Sequence[Row]) -> list[Key]:
-        """Join values (in base-column order) that a changed related row points at."""
-        rel_cols = list(rel.join.keys())
-        return [tuple(r.get(c) for c in rel_cols) for r in related_rows]
 
     def base_keys_by_join(
         self, table: str, key_cols: Sequence[str], rel: Related, join_values: Sequence[Key]

@@ -143,7 +143,7 @@ def test_related_rows_and_join_lookups_match_postgres(
     assert (4,) not in phones and (5,) in phones
     assert my.related_rows(my_customers.related["email"], base_my)[(2,)]["value"] == "info@customer2.example"
     rel = my_customers.related["email"]
-    assert my.parent_keys(rel, [{"customer_id": 7, "kind": "email"}]) == [(7,)]
+    assert rel.join_values([{"customer_id": 7, "kind": "email"}]) == [(7,)]
     assert my.base_keys_by_join(my_customers.table, ["id"], rel, [(7,)]) == [((7,), (7,))]
     orders = my_entities["orders"]
     lookup_rel = type(rel)(

@@ -216,9 +216,6 @@ class JoinReader:
     def __init__(self) -> None:
         self.queries = 0
 
-    def parent_keys(self, rel: Any, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        return [tuple(r.get(c) for c in rel.join) for r in rows]
-
     def base_keys_by_join(self, table: str, key: Any, rel: Any, values: list[tuple[Any, ...]]) -> list[Any]:
         self.queries += 1
         return [(v, v) for v in values]

@@ -36,6 +36,7 @@ from typing import Any
 import _common as c
 import psycopg
 from _memory_state import MemoryState
+from pipeline_throughput import STATE_TABLES, TX_ROWS, gen_distinct  # the same distinct-keys workload
 
 from replicator.app import build
 from replicator.change import Position
@@ -53,45 +54,7 @@ from replicator.pipeline.processor import Processor
 from replicator.pipeline.runner import Runner
 from replicator.sources.open import open_source
 
-TX_ROWS = 1000
-STATE_TABLES = ("sync_state", "id_map", "ledger", "dead_letters", "checkpoints")
 TOPIC_TABLES = ("public.products", "public.contacts")
-
-
-def gen_changes(dsn: str, n: int) -> dict[str, int]:
-    n_ins_p, n_ins_c = int(n * 0.4), int(n * 0.2)
-    n_upd_p, n_upd_c = int(n * 0.2), n - int(n * 0.4) - int(n * 0.2) - int(n * 0.2)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for start in range(0, n_ins_p, TX_ROWS):
-            k = min(TX_ROWS, n_ins_p - start)
-            conn.execute(
-                "INSERT INTO products (sku, name, description, unit_price, currency, discontinued) "
-                "SELECT 'BENCH-' || g, 'Bench part ' || g, 'Generated part number ' || g, "
-                "(g %% 1000) * 1.25 + 0.99, 'EUR', false FROM generate_series(%s::int, %s::int) g",
-                (start + 1, start + k),
-            )
-        for start in range(0, n_ins_c, TX_ROWS):
-            k = min(TX_ROWS, n_ins_c - start)
-            conn.execute(
-                "INSERT INTO contacts (customer_id, first_name, last_name, email, phone, job_title, active, "
-                "updated_at) SELECT 1 + g %% 24, 'Bench', 'Person ' || g, 'bench' || g || '@example.test', "
-                "'+49 30 ' || g, 'Buyer', true, now() FROM generate_series(%s::int, %s::int) g",
-                (start + 1, start + k),
-            )
-        for table, count in (("products", n_upd_p), ("contacts", n_upd_c)):
-            column = "name" if table == "products" else "job_title"
-            ids = [r[0] for r in conn.execute(f"SELECT id FROM {table} ORDER BY id DESC LIMIT %s", (count,))]
-            for start in range(0, len(ids), TX_ROWS):
-                conn.execute(
-                    f"UPDATE {table} SET {column} = {column} || ' (upd)' WHERE id = ANY(%s)",
-                    (ids[start : start + TX_ROWS],),
-                )
-    return {
-        "product inserts": n_ins_p,
-        "contact inserts": n_ins_c,
-        "product updates": n_upd_p,
-        "contact updates": n_upd_c,
-    }
 
 
 def register_postgres(url: str, host: str, port: int, prefix: str) -> None:
@@ -296,7 +259,7 @@ def main() -> int:
 
         c.say(f"capture: generating {n:,} row changes in transactions of {TX_ROWS}")
         t0 = time.time()
-        made = gen_changes(dsn, n)
+        made = gen_distinct(dsn, n)
         gen_s = time.time() - t0
         counts = {t: seed[t] for t in TOPIC_TABLES}
         counts["public.products"] += made["product inserts"] + made["product updates"]

@@ -31,7 +31,7 @@ def mapped_tables(config: Config) -> list[str]:
     for entity in config.mappings.values():
         for table in [
             entity.table,
-            *(r.table if "." in r.table else f"public.{r.table}" for r in entity.related.values()),
+            *(r.table for r in entity.related.values()),
         ]:
             if table not in tables:
                 tables.append(table)

@@ -188,7 +188,7 @@ class LookupConfig(Strict):
 
 
 class EntityConfig(Strict):
-    table: str = Field(description="ERP table, schema-qualified or in `public`")
+    table: str = Field(description="ERP table: schema.table, or a bare name in `public` (MariaDB: the DSN's database)")
     object: Literal["account", "contact", "product", "opportunity"]
     key: list[str] | None = Field(None, description="key columns; defaults to the table's primary key")
     external_id: str | None = Field(None, description="SQL expression; defaults to the key value(s)")
@@ -203,11 +203,6 @@ class EntityConfig(Strict):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
-
-    @field_validator("table")
-    @classmethod
-    def _qualify(cls, value: str) -> str:
-        return value if "." in value else f"public.{value}"
 
     @field_validator("fields")
     @classmethod
@@ -228,28 +223,27 @@ class Config(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _qualify_mysql_tables(cls, data: Any) -> Any:
-        # A MariaDB/MySQL table's qualifier is its database: an unqualified name means the
-        # DSN's database, not PostgreSQL's `public`.
-        if not isinstance(data, dict):
+    def _qualify_tables(cls, data: Any) -> Any:
+        """Every mapped and related table schema-qualified, once, here: an unqualified name is
+        in PostgreSQL's `public`, or for MariaDB/MySQL in the DSN's database."""
+        if not isinstance(data, dict) or not isinstance(data.get("mappings"), dict):
             return data
-        dsn = (data.get("erp") or {}).get("dsn") if isinstance(data.get("erp"), dict) else None
-        if not isinstance(dsn, str) or not dsn.startswith(("mysql://", "mariadb://")):
-            return data
-        from urllib.parse import urlsplit
+        erp = data.get("erp")
+        dsn = erp.get("dsn") if isinstance(erp, dict) else None
+        qualifier = "public"
+        if isinstance(dsn, str) and dsn.startswith(("mysql://", "mariadb://")):
+            from urllib.parse import urlsplit
 
-        database = urlsplit(dsn).path.strip("/")
-        mappings = data.get("mappings")
-        if not database or not isinstance(mappings, dict):
-            return data
+            qualifier = urlsplit(dsn).path.strip("/")
 
         def qualify(section: Any) -> Any:
-            if isinstance(section, dict) and isinstance(section.get("table"), str) and "." not in section["table"]:
-                return {**section, "table": f"{database}.{section['table']}"}
+            table = section.get("table") if isinstance(section, dict) else None
+            if qualifier and isinstance(table, str) and "." not in table:
+                return {**section, "table": f"{qualifier}.{table}"}
             return section
 
         out = {}
-        for name, entity in mappings.items():
+        for name, entity in data["mappings"].items():
             entity = qualify(entity)
             if isinstance(entity, dict) and isinstance(entity.get("related"), dict):
                 entity = {**entity, "related": {k: qualify(v) for k, v in entity["related"].items()}}

@@ -99,7 +99,7 @@ def compile_entity(
     schema: dict[str | None, tuple[str, ...]] = {None: info.columns}
     for alias, rel_cfg in cfg.related.items():
         rloc = f"{loc}.related.{alias}"
-        rinfo = catalog.get(rel_cfg.table if "." in rel_cfg.table else f"public.{rel_cfg.table}")
+        rinfo = catalog.get(rel_cfg.table)
         if rinfo is None:
             raise MappingError(f"{rloc}.table", f"table {rel_cfg.table} does not exist in the ERP database")
         for rcol, bcol in rel_cfg.join.items():

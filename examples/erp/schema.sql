@@ -63,7 +63,8 @@ CREATE TABLE sales_orders (
     currency     char(3) NOT NULL DEFAULT 'EUR',
     total        numeric(14, 2) NOT NULL DEFAULT 0,
     ordered_at   timestamptz NOT NULL DEFAULT now(),
-    promised_on  date
+    promised_on  date,
+    crm_ref      text UNIQUE                  -- the CRM deal an order was created from
 );
 CREATE INDEX ON sales_orders (customer_id);
 
@@ -75,6 +76,14 @@ CREATE TABLE sales_order_lines (
     unit_price   numeric(12, 2) NOT NULL
 );
 CREATE INDEX ON sales_order_lines (order_id);
+
+-- The ERP keeps its own modification times (the replicator's `latest_wins` compares them).
+CREATE FUNCTION touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END $$;
+CREATE TRIGGER customers_touch BEFORE UPDATE ON customers FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 
 -- Debezium's signal table (incremental snapshots on demand); see connectors/README.md.
 CREATE TABLE debezium_signal (

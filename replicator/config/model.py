@@ -122,6 +122,25 @@ class StateConfig(Strict):
     dsn: SecretStr | None = Field(None, description="defaults to erp.dsn: state lives beside the ERP data")
 
 
+class WebhookConfig(Strict):
+    """Signed CRM webhooks, received on the service's HTTP server (`metrics.listen`)."""
+
+    secret: SecretStr = Field(description="the endpoint's signing secret, shown once when the webhook was created")
+    path: str = Field("/webhooks/bottlecrm", pattern=r"^/[A-Za-z0-9/_.-]*$", description="URL path of the receiver")
+    tolerance_s: float = Field(
+        300.0, gt=0, description="reject signatures whose timestamp is further than this from now (replays)"
+    )
+
+
+class PollConfig(Strict):
+    """Polling the CRM: a safety net for lost webhooks, and the only feed for objects without them."""
+
+    interval_s: float = Field(60.0, ge=0, description="seconds between polls; 0 turns polling off")
+    lookback_s: float = Field(
+        300.0, ge=0, description="re-read records modified this long before the cursor (clock skew, late commits)"
+    )
+
+
 class BottleCrmConfig(Strict):
     kind: Literal["bottlecrm"] = "bottlecrm"
     url: HttpUrl
@@ -129,6 +148,8 @@ class BottleCrmConfig(Strict):
     external_id_field: Identifier = "erp_id"
     concurrency: int = Field(4, ge=1, le=64)
     timeout_s: float = Field(15.0, gt=0)
+    webhooks: WebhookConfig | None = Field(None, description="CRM -> ERP changes pushed by BottleCRM")
+    poll: PollConfig = PollConfig()
 
 
 class NullCrmConfig(Strict):
@@ -174,12 +195,50 @@ class RelatedConfig(Strict):
         return value
 
 
+Direction = Literal["erp_to_crm", "crm_to_erp", "both"]
+ConflictPolicy = Literal["erp_wins", "crm_wins", "latest_wins", "never_overwrite_with_null", "manual"]
+
+
+class FieldConfig(Strict):
+    """One CRM field in full: which way it syncs, and how a CRM value becomes an ERP column value."""
+
+    erp: str | None = Field(None, description="SQL over the ERP row giving the CRM value (ERP -> CRM)")
+    direction: Direction = "erp_to_crm"
+    column: Identifier | None = Field(
+        None, description="ERP column the CRM value is written to; default: `erp` when it is a bare column"
+    )
+    reverse: str | None = Field(
+        None, description="SQL over the CRM record giving the ERP column value; default: the CRM field itself"
+    )
+    owner: Literal["erp", "crm"] | None = Field(
+        None, description="the side that wins when both changed the field (erp_wins / crm_wins)"
+    )
+    conflict: ConflictPolicy | None = Field(None, description="when both sides changed it; overrides `owner`")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> FieldConfig:
+        if self.erp is None and self.direction != "crm_to_erp":
+            raise ValueError("`erp` (the SQL giving the CRM value) is required unless direction is crm_to_erp")
+        if self.owner is not None and self.conflict is not None:
+            raise ValueError("set `owner` or `conflict`, not both (owner: erp is conflict: erp_wins)")
+        return self
+
+    @property
+    def policy(self) -> ConflictPolicy | None:
+        if self.conflict is not None:
+            return self.conflict
+        return None if self.owner is None else ("erp_wins" if self.owner == "erp" else "crm_wins")
+
+
 class LookupConfig(Strict):
     """A CRM field holding the CRM id of another mapped entity's record."""
 
     entity: str
     key: list[str] = Field(description="base columns holding the parent's ERP key, in the parent's key order")
     required: bool = Field(True, description="wait for the parent; false sends null when the key is null")
+    direction: Direction = Field(
+        "erp_to_crm", description="both: a CRM user re-pointing the record is written to the key columns"
+    )
 
     @field_validator("key", mode="before")
     @classmethod
@@ -187,17 +246,69 @@ class LookupConfig(Strict):
         return [value] if isinstance(value, str) else value
 
 
+class TimestampsConfig(Strict):
+    """Each side's own modification time, for `latest_wins`."""
+
+    erp: str | None = Field(None, description="SQL over the ERP row, e.g. updated_at")
+    crm: str = Field("updated_at", description="the CRM record's modification-time field")
+
+
+class LineLookupConfig(Strict):
+    """A line column taken from the ERP row of another entity that a CRM reference points at."""
+
+    entity: str = Field(description="mapped entity of the referenced CRM record, e.g. products")
+    crm_field: str = Field(description="field of the CRM line holding the referenced record, e.g. product")
+    column: Identifier = Field(description="column of that entity's ERP row to copy, e.g. id")
+
+
+class LinesConfig(Strict):
+    """Child rows written with a CRM-created record, e.g. an order's lines from a deal's line items."""
+
+    table: str
+    source: Identifier = Field("line_items", description="the CRM record's list of lines")
+    parent: dict[Identifier, Identifier] = Field(description="line column -> column of the new parent row")
+    values: dict[Identifier, str] = Field(default_factory=dict, description="line column -> SQL over the CRM line")
+    lookups: dict[Identifier, LineLookupConfig] = Field(default_factory=dict)
+
+
+class InsertConfig(Strict):
+    """CRM records without an ERP row become ERP rows."""
+
+    when: str | None = Field(None, description="SQL predicate over the CRM record; default: every new record")
+    crm_id_column: Identifier | None = Field(
+        None,
+        description="ERP column (unique) that keeps the CRM id: the insert happens once even across crashes",
+    )
+    values: dict[Identifier, str] = Field(
+        default_factory=dict, description="ERP column -> SQL over the CRM record, for columns fields do not write"
+    )
+    lines: LinesConfig | None = None
+
+
+class CrmToErpConfig(Strict):
+    """How CRM changes of this entity are written to the ERP."""
+
+    conflict: ConflictPolicy = Field("erp_wins", description="policy of fields that set neither owner nor conflict")
+    timestamps: TimestampsConfig = TimestampsConfig()
+    audit: dict[Identifier, str] = Field(
+        default_factory=dict, description="ERP column -> SQL set on every write, e.g. updated_at: now()"
+    )
+    insert: InsertConfig | None = None
+    delete: Literal["ignore", "delete"] = Field("ignore", description="what a CRM delete does to the ERP row")
+
+
 class EntityConfig(Strict):
     table: str = Field(description="ERP table: schema.table, or a bare name in `public` (MariaDB: the DSN's database)")
     object: Literal["account", "contact", "product", "opportunity"]
     key: list[str] | None = Field(None, description="key columns; defaults to the table's primary key")
     external_id: str | None = Field(None, description="SQL expression; defaults to the key value(s)")
-    fields: dict[str, str]
+    fields: dict[str, str | FieldConfig]
     filter: str | None = Field(None, description="SQL predicate: rows failing it are not synced")
     soft_delete: str | None = Field(None, description="SQL predicate: true archives the CRM record")
     on_delete: Literal["delete", "archive", "ignore"] = "delete"
     related: dict[Identifier, RelatedConfig] = Field(default_factory=dict)
     lookups: dict[str, LookupConfig] = Field(default_factory=dict)
+    crm_to_erp: CrmToErpConfig | None = Field(None, description="write CRM changes of this entity to the ERP")
 
     @field_validator("key", mode="before")
     @classmethod
@@ -206,10 +317,34 @@ class EntityConfig(Strict):
 
     @field_validator("fields")
     @classmethod
-    def _some_fields(cls, value: dict[str, str]) -> dict[str, str]:
+    def _some_fields(cls, value: dict[str, str | FieldConfig]) -> dict[str, str | FieldConfig]:
         if not value:
             raise ValueError("map at least one CRM field")
         return value
+
+    @property
+    def field_specs(self) -> dict[str, FieldConfig]:
+        """Every field in its full form (a plain string is an ERP -> CRM expression)."""
+        return {k: FieldConfig(erp=v) if isinstance(v, str) else v for k, v in self.fields.items()}
+
+    @property
+    def forward_fields(self) -> dict[str, str]:
+        """CRM field -> SQL over the ERP row, for fields that sync ERP -> CRM."""
+        return {k: f.erp for k, f in self.field_specs.items() if f.erp is not None and f.direction != "crm_to_erp"}
+
+    @property
+    def two_way(self) -> bool:
+        return self.crm_to_erp is not None
+
+    @model_validator(mode="after")
+    def _reverse_needs_crm_to_erp(self) -> EntityConfig:
+        flowing = [k for k, f in self.field_specs.items() if f.direction != "erp_to_crm"]
+        if flowing and self.crm_to_erp is None:
+            raise ValueError(
+                f"fields {', '.join(flowing)} sync CRM -> ERP: add a `crm_to_erp:` section (conflict policy, audit "
+                "columns) to this entity"
+            )
+        return self
 
 
 class Config(Strict):

@@ -129,6 +129,65 @@ KAFKA_CONSUMER_LAG = Gauge(
     registry=REGISTRY,
 )
 
+# -- CRM -> ERP ---------------------------------------------------------------
+WEBHOOKS = Counter(
+    "replicator_webhooks_total",
+    "CRM webhook requests by outcome: accepted, duplicate, unsigned, forged, stale (401s), malformed, "
+    "unknown (dead-lettered), unavailable (inbox down: 503)",
+    ["crm", "outcome"],
+    registry=REGISTRY,
+)
+INBOX_BACKLOG = Gauge(
+    "replicator_inbox_backlog",
+    "CRM notifications stored but not yet applied to the ERP",
+    ["crm"],
+    registry=REGISTRY,
+)
+CRM_POLLED = Counter(
+    "replicator_crm_polled_total",
+    "CRM records a poller found changed and added to the inbox",
+    ["crm", "object"],
+    registry=REGISTRY,
+)
+ERP_WRITES = Counter(
+    "replicator_erp_writes_total",
+    "Row writes to the ERP database by outcome (ok, adopted, missing, rejected)",
+    ["table", "action", "outcome"],
+    registry=REGISTRY,
+)
+ERP_WRITE_SECONDS = Histogram(
+    "replicator_erp_write_seconds",
+    "Duration of one ERP write transaction",
+    ["table"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+ECHOES_SUPPRESSED = Counter(
+    "replicator_echoes_suppressed_total",
+    "Changes recognised as the replicator's own write coming back, by direction they would have gone "
+    "(erp_to_crm, crm_to_erp) and how they were recognised (origin, ledger)",
+    ["direction", "by"],
+    registry=REGISTRY,
+)
+CONFLICTS = Counter(
+    "replicator_conflicts_total",
+    "Fields both sides changed since the last sync, by policy and the side that won (erp, crm, parked)",
+    ["entity", "policy", "winner"],
+    registry=REGISTRY,
+)
+CONFLICTS_OPEN = Gauge(
+    "replicator_conflicts_open",
+    "Conflicts parked for a person to resolve",
+    registry=REGISTRY,
+)
+CRM_TO_ERP_SECONDS = Histogram(
+    "replicator_crm_to_erp_seconds",
+    "Time from the CRM's modification (or the notification's arrival) to the ERP commit",
+    ["entity"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+
 
 @functools.cache
 def commit_to_ack(entity: str) -> Any:

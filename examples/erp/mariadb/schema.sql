@@ -69,6 +69,7 @@ CREATE TABLE sales_orders (
     total        DECIMAL(14, 2) NOT NULL DEFAULT 0,
     ordered_at   TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
     promised_on  DATE,
+    crm_ref      VARCHAR(64) UNIQUE,          -- the CRM deal an order was created from
     KEY (customer_id),
     FOREIGN KEY (customer_id) REFERENCES customers (id)
 ) ENGINE = InnoDB;

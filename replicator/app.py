@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from replicator.config.model import BottleCrmConfig, Config
+from replicator.config.model import BottleCrmConfig, Config, EntityConfig
 from replicator.mapping.catalog import TableInfo, read_catalog
 from replicator.mapping.entity import Entity, compile_mappings
 from replicator.mapping.plan import Planner
@@ -32,10 +32,16 @@ def mapped_tables(config: Config) -> list[str]:
         for table in [
             entity.table,
             *(r.table for r in entity.related.values()),
+            *_line_tables(entity),
         ]:
             if table not in tables:
                 tables.append(table)
     return tables
+
+
+def _line_tables(entity: EntityConfig) -> list[str]:
+    insert = entity.crm_to_erp.insert if entity.crm_to_erp else None
+    return [insert.lines.table] if insert is not None and insert.lines is not None else []
 
 
 def load_catalog(config: Config) -> dict[str, TableInfo]:

@@ -382,6 +382,11 @@ class Config(Strict):
             entity = qualify(entity)
             if isinstance(entity, dict) and isinstance(entity.get("related"), dict):
                 entity = {**entity, "related": {k: qualify(v) for k, v in entity["related"].items()}}
+            back = entity.get("crm_to_erp") if isinstance(entity, dict) else None
+            insert = back.get("insert") if isinstance(back, dict) else None
+            if isinstance(back, dict) and isinstance(insert, dict) and isinstance(insert.get("lines"), dict):
+                insert = {**insert, "lines": qualify(insert["lines"])}
+                entity = {**entity, "crm_to_erp": {**back, "insert": insert}}
             out[name] = entity
         return {**data, "mappings": out}
 

@@ -121,7 +121,9 @@ def compile_entity(
         )
         schema[alias] = rinfo.columns
 
-    fields = {f: compile_expr(sql, location=f"{loc}.fields.{f}", columns=schema) for f, sql in cfg.forward_fields.items()}
+    fields = {
+        f: compile_expr(sql, location=f"{loc}.fields.{f}", columns=schema) for f, sql in cfg.forward_fields.items()
+    }
     for field_name, lookup in cfg.lookups.items():
         if field_name in fields:
             raise MappingError(f"{loc}.lookups.{field_name}", "is also defined under fields", "keep one of the two")

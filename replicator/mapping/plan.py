@@ -41,6 +41,7 @@ class Skip(StrEnum):
     IGNORED = "ignored"  # on_delete: ignore
     GONE = "gone"  # re-read found no row: its own delete event handles it
     UNCHANGED = "unchanged"  # same payload as last acknowledged
+    ECHO = "echo"  # same payload as our own last write into the ERP: that write coming back
 
 
 @dataclass(slots=True)
@@ -299,11 +300,11 @@ class Planner:
         action = Action.UPSERT
         if entity.soft_delete is not None and entity.soft_delete(ctx):
             action = Action.ARCHIVE
-        op = _operation(entity, ext_id, action, record, crm_id)
+        op = make_operation(entity, ext_id, action, record, crm_id)
         # A failed record is re-sent even when its payload matches the last success: the
         # success clears its sync_state error and closes its dead letter.
         if crm_id is not None and last is not None and last[0] == op.payload_hash and last[1] != "failed":
-            return Planned(t, skip=Skip.UNCHANGED)
+            return Planned(t, skip=Skip.ECHO if last[1] == "written" else Skip.UNCHANGED)
         return Planned(t, op=op)
 
     def _plan_removal(self, entity: Entity, t: Target, ext_id: str, crm_id: str | None, known: bool) -> Planned:
@@ -312,7 +313,7 @@ class Planner:
         if not known:
             return Planned(t, skip=Skip.FILTERED)
         action = Action.DELETE if entity.on_delete == "delete" else Action.ARCHIVE
-        return Planned(t, op=_operation(entity, ext_id, action, {}, crm_id))
+        return Planned(t, op=make_operation(entity, ext_id, action, {}, crm_id))
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -331,7 +332,9 @@ def _record(entity: Entity, ctx: dict[str | None, Any]) -> dict[str, Any]:
     return record
 
 
-def _operation(entity: Entity, ext_id: str, action: Action, record: dict[str, Any], crm_id: str | None) -> Operation:
+def make_operation(
+    entity: Entity, ext_id: str, action: Action, record: dict[str, Any], crm_id: str | None
+) -> Operation:
     """The idempotency key names the intended effect: same record, action and payload, same key."""
     digest = payload_hash(action, record)
     return Operation(

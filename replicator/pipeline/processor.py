@@ -17,11 +17,12 @@ import structlog
 
 from replicator.change import Change, Op
 from replicator.config.model import RetryConfig
-from replicator.mapping.plan import Planned, Planner, Target, no_hashes
+from replicator.mapping.plan import Planned, Planner, Skip, Target, no_hashes
 from replicator.mapping.reader import RowReader
 from replicator.ops import metrics
 from replicator.pipeline.coalesce import coalesce
 from replicator.pipeline.retry import backoff
+from replicator.pipeline.two_way import ForwardGuard
 from replicator.sinks.base import Action, Operation, Outcome, Result, Sink
 from replicator.state.store import StateStore, SyncRecord
 
@@ -53,6 +54,9 @@ class Processor:
         sink: Sink,
         retry: RetryConfig,
         stop: threading.Event | None = None,
+        *,
+        guard: ForwardGuard | None = None,
+        gate: threading.Lock | None = None,
     ) -> None:
         self.planner = planner
         self.reader = reader
@@ -60,12 +64,20 @@ class Processor:
         self.sink = sink
         self.retry = retry
         self.stop = stop or threading.Event()
+        # Two-way sync: the guard trims updates of two-way records to what the ERP may write;
+        # the gate keeps this direction and the other from working on records at the same time.
+        self.guard = guard
+        self.gate = gate or threading.Lock()
 
     def process(self, changes: Sequence[Change], *, force: bool = False) -> BatchReport:
         """`force` re-sends records even when the CRM acknowledged the same payload before."""
-        report = BatchReport(changes=len(changes))
         if not changes:
-            return report
+            return BatchReport()
+        with self.gate:
+            return self._process(changes, force)
+
+    def _process(self, changes: Sequence[Change], force: bool) -> BatchReport:
+        report = BatchReport(changes=len(changes))
         metrics.BATCH_SIZE.observe(len(changes))
         folded = coalesce(changes)
         metrics.COALESCED.inc(len(changes) - len(folded))
@@ -95,10 +107,14 @@ class Processor:
             if p.skip is not None:
                 report.skipped += 1
                 outcomes[(p.target.entity.name, p.target.change.op, p.skip)] += 1
+                if p.skip is Skip.ECHO:
+                    metrics.ECHOES_SUPPRESSED.labels("erp_to_crm", "ledger").inc()
             elif p.error is not None:
                 self._fail(p, p.error, 1, records, report)
             else:
                 work.append(p)
+        if work and self.guard is not None:
+            self.guard.review(work)
         if work:
             self._apply(work, records, report, outcomes)
         self.store.record(records)
@@ -171,6 +187,7 @@ class Processor:
             payload_hash=op.payload_hash,
             position=str(p.target.change.position),
             id_changed=result.crm_id is not None and result.crm_id != op.crm_id,
+            record=self.guard.agreed(op.entity, op.external_id) if self.guard is not None else None,
         )
 
     def _fail(self, p: Planned, reason: str, attempts: int, records: list[SyncRecord], report: BatchReport) -> None:

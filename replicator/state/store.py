@@ -37,6 +37,8 @@ class SyncRecord:
     error: str | None = None
     # The CRM id differs from the one the id map held: only then is the id map written.
     id_changed: bool = True
+    # Two-way entities: the CRM-shaped values both sides now agree on (sync_state.last_record).
+    record: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -97,6 +99,15 @@ _STATE_OK = (
     "last_hash = excluded.last_hash, last_position = excluded.last_position, "
     "last_synced_at = now(), last_error = NULL, attempts = 0, updated_at = now()"
 )
+_LAST_RECORDS = (
+    "UPDATE replicator.sync_state s SET last_record = n.record, last_direction = 'erp_to_crm' "
+    "FROM unnest(%b::text[], %b::text[], %b::jsonb[]) AS n(entity, erp_key, record) "
+    "WHERE s.entity = n.entity AND s.erp_key = n.erp_key"
+)
+_LAST_HASHES = (
+    "SELECT erp_key, last_hash, CASE WHEN status = 'synced' AND last_direction = 'crm_to_erp' "
+    "THEN 'written' ELSE status END FROM replicator.sync_state WHERE entity = %s AND erp_key = ANY(%b)"
+)
 _RESOLVE_LETTERS = (
     "UPDATE replicator.dead_letters SET status = 'replayed', resolved_at = now() "
     "WHERE status = 'open' AND (entity, erp_key) IN (SELECT * FROM unnest(%b::text[], %b::text[]))"
@@ -150,15 +161,13 @@ class StateStore:
         return dict(rows)
 
     def last_hashes(self, entity: str, erp_keys: Iterable[str]) -> dict[str, tuple[str | None, str]]:
-        """erp_key -> (last acknowledged payload hash, status)."""
+        """erp_key -> (last acknowledged payload hash, status); status `written` when the last sync wrote
+        the CRM's change into the ERP (an unchanged payload then is that write's echo)."""
         keys = list(set(erp_keys))
         if not keys:
             return {}
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT erp_key, last_hash, status FROM replicator.sync_state WHERE entity = %s AND erp_key = ANY(%b)",
-                (entity, keys),
-            ).fetchall()
+            rows = self._conn.execute(_LAST_HASHES, (entity, keys)).fetchall()
         return {k: (h, s) for k, h, s in rows}
 
     # -- ledger (IntentLedger) -------------------------------------------
@@ -229,6 +238,16 @@ class StateStore:
                     strict=True,
                 )
                 cur.execute(_STATE_OK, [list(c) for c in columns])
+                two_way = [r for r in ok if r.record is not None]
+                if two_way:
+                    cur.execute(
+                        _LAST_RECORDS,
+                        (
+                            [r.entity for r in two_way],
+                            [r.erp_key for r in two_way],
+                            [Jsonb(r.record) for r in two_way],
+                        ),
+                    )
                 # A success supersedes an open dead letter for the same record.
                 cur.execute(_RESOLVE_LETTERS, ([r.entity for r in ok], [r.erp_key for r in ok]))
         self._keep_statistics_fresh(len(latest))

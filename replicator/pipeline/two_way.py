@@ -1,0 +1,131 @@
+"""ERP -> CRM for two-way entities: send only what the ERP may overwrite, and
+remember what both sides then agree on.
+
+A field whose policy lets the CRM win (crm_wins, latest_wins, manual,
+never_overwrite_with_null) is only sent after reading the CRM's current value:
+when the CRM changed it too, the policy decides, and a lost or parked field is
+left out of the update. Fields under erp_wins are sent without that read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from replicator.mapping.conflict import Take, decide, same
+from replicator.mapping.plan import Planned, make_operation
+from replicator.mapping.reverse import ReverseEntity
+from replicator.ops import metrics
+from replicator.sinks.base import Action
+from replicator.state.twoway import TwoWayStore
+
+log = structlog.get_logger()
+
+
+class ReadableCrm(Protocol):
+    def get(self, object: str, crm_id: str) -> dict[str, Any] | None: ...
+    def comparable(self, object: str, raw: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def _instant(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class ForwardGuard:
+    def __init__(self, reverse: Mapping[str, ReverseEntity], two_way: TwoWayStore, crm: ReadableCrm) -> None:
+        self.by_entity = {r.name: r for r in reverse.values()}
+        self.two_way = two_way
+        self.crm = crm
+        self._agreed: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def review(self, planned: Sequence[Planned]) -> None:
+        """Trim each two-way upsert to what the ERP may write; note what both sides will hold."""
+        by_entity: dict[str, list[Planned]] = {}
+        for p in planned:
+            if p.op is not None and p.op.entity in self.by_entity and p.op.action is not Action.DELETE:
+                by_entity.setdefault(p.op.entity, []).append(p)
+        for name, group in by_entity.items():
+            rent = self.by_entity[name]
+            bases = self.two_way.last_records(name, [p.op.external_id for p in group if p.op is not None])
+            for p in group:
+                self._review_one(rent, p, bases.get(p.op.external_id) if p.op else None)
+
+    def _review_one(self, rent: ReverseEntity, p: Planned, base: dict[str, Any] | None) -> None:
+        op = p.op
+        assert op is not None
+        drop: set[str] = set()
+        if op.crm_id and base is not None:
+            drop = self.two_way.open_fields(rent.name, op.external_id)
+            guarded = [
+                rf
+                for rf in rent.fields.values()
+                if rf.direction == "both"
+                and rf.policy != "erp_wins"
+                and rf.name not in drop
+                and not same(op.record.get(rf.name), base.get(rf.name))
+            ]
+            if guarded:
+                drop |= self._decide(rent, p, base, guarded)
+        if drop:
+            record = {k: v for k, v in op.record.items() if k not in drop}
+            p.op = make_operation(p.target.entity, op.external_id, op.action, record, op.crm_id)
+            op = p.op
+        agreed = {**(base or {}), **op.record}
+        self._agreed[(rent.name, op.external_id)] = agreed
+
+    def _decide(self, rent: ReverseEntity, p: Planned, base: dict[str, Any], guarded: list[Any]) -> set[str]:
+        op = p.op
+        assert op is not None and op.crm_id is not None
+        raw = self.crm.get(rent.object, op.crm_id)
+        if raw is None:
+            return set()  # gone from the CRM: the upsert re-creates it with the ERP's values
+        crm = self.crm.comparable(rent.object, raw)
+        row = p.target.row or {}
+        erp_ts = _instant(rent.erp_ts({None: row})) if rent.erp_ts is not None and row else None
+        if erp_ts is None and p.target.change.commit_ts is not None:
+            erp_ts = p.target.change.commit_ts
+        crm_ts = _instant(raw.get(rent.crm_ts_field))
+        drop = set()
+        for rf in guarded:
+            d = decide(
+                rf.policy,
+                base_known=rf.name in base,
+                base=base.get(rf.name),
+                erp=op.record.get(rf.name),
+                crm=crm.get(rf.name),
+                erp_ts=erp_ts,
+                crm_ts=crm_ts,
+            )
+            if d.conflict:
+                metrics.CONFLICTS.labels(rent.name, rf.policy, d.winner).inc()
+            if d.take is Take.ERP:
+                continue
+            drop.add(rf.name)
+            if d.take is Take.PARK:
+                self.two_way.park(
+                    entity=rent.name,
+                    erp_key=op.external_id,
+                    crm_id=op.crm_id,
+                    field=rf.name,
+                    base=base.get(rf.name),
+                    erp=op.record.get(rf.name),
+                    crm=crm.get(rf.name),
+                    erp_ts=erp_ts,
+                    crm_ts=crm_ts,
+                )
+            log.info("field kept from the CRM", entity=rent.name, erp_key=op.external_id, field=rf.name, take=d.take)
+        return drop
+
+    def agreed(self, entity: str, external_id: str) -> dict[str, Any] | None:
+        """The values both sides hold once the reviewed upsert is acknowledged."""
+        return self._agreed.pop((entity, external_id), None)

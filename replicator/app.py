@@ -123,6 +123,7 @@ class Parts:
     reader: RowReader
     store: StateStore
     sink: Any
+    catalog: dict[str, TableInfo]
 
     def close(self) -> None:
         for closer in (self.sink.close, self.reader.close, self.store.close):
@@ -131,7 +132,8 @@ class Parts:
 
 
 def build(config: Config) -> Parts:
-    entities = build_entities(config)
+    catalog = load_catalog(config)
+    entities = build_entities(config, catalog)
     store = open_store(config)
     reader = open_reader(config)
-    return Parts(config, entities, Planner(entities), reader, store, make_sink(config))
+    return Parts(config, entities, Planner(entities), reader, store, make_sink(config), catalog)

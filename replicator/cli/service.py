@@ -106,28 +106,39 @@ def run(
 ) -> None:
     """Run the service: stream the configured source into the CRM, serve /metrics and /healthz."""
     from replicator.app import StartupError
+    from replicator.crm_to_erp import CrmToErpService, build_two_way
+    from replicator.mapping.expr import MappingError
     from replicator.ops.health import Health
     from replicator.ops.http import HttpServer
     from replicator.pipeline.processor import Processor
     from replicator.pipeline.runner import Runner
+    from replicator.pipeline.two_way import ForwardGuard
     from replicator.sources.open import open_source
+    from replicator.state.twoway import TwoWayStore
 
     cfg = load(config)
     parts = build_parts(cfg)
+    two_way = None
     try:
         opened = open_source(parts)
-    except StartupError as exc:
+        two_way = build_two_way(parts)
+    except (StartupError, MappingError) as exc:
         parts.close()
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     stop = threading.Event()
     _stop_on_signals(stop)
     health = Health(cfg.pipeline.stall_timeout_s)
+    gate = threading.Lock()
+    crm_to_erp = CrmToErpService(parts, two_way, stop, health, gate) if two_way is not None else None
     server = None
     if cfg.metrics.listen:
-        server = HttpServer(cfg.metrics.listen, health)
+        server = HttpServer(cfg.metrics.listen, health, two_way.routes if two_way is not None else None)
         server.start()
         console.print(f"metrics and health on http://{cfg.metrics.listen}/metrics and /healthz")
+        if two_way is not None:
+            for path in two_way.routes:
+                console.print(f"CRM webhooks on http://{cfg.metrics.listen}{path}")
     try:
         done = {c["stream"]: c["position"] for c in parts.store.checkpoints()}
         never = [e for e in parts.entities if done.get(f"backfill:{e}") != "done"]
@@ -142,7 +153,12 @@ def run(
             _run_backfill(parts, stop, None, restart=False, on_page=health.acked)
         if stop.is_set():
             return
-        processor = Processor(parts.planner, parts.reader, parts.store, parts.sink, cfg.pipeline.retry, stop)
+        guard = None
+        if two_way is not None:
+            guard = ForwardGuard(two_way.reverse, TwoWayStore(cfg.state_dsn), parts.sink)
+        processor = Processor(
+            parts.planner, parts.reader, parts.store, parts.sink, cfg.pipeline.retry, stop, guard=guard, gate=gate
+        )
         runner = Runner(
             opened.source,
             processor,
@@ -152,9 +168,19 @@ def run(
             queue_size=cfg.pipeline.queue_size,
             on_ack=opened.on_ack,
         )
-        _start_gauge_sampler(opened.gauges, parts.store, stop)
+        gauges = list(opened.gauges)
+        if crm_to_erp is not None:
+            gauges += crm_to_erp.gauges()
+            crm_to_erp.start()
+            assert two_way is not None
+            console.print(f"applying {two_way.crm_name} changes of {', '.join(sorted(two_way.reverse))} to the ERP")
+        _start_gauge_sampler(gauges, parts.store, stop)
         console.print(f"streaming {opened.describe} into {parts.sink.name}")
         runner.run()
+        if crm_to_erp is not None:
+            crm_to_erp.join()
+            if crm_to_erp.failure is not None:
+                raise crm_to_erp.failure
     except (psycopg.OperationalError, pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
         # Nothing unapplied was acknowledged: a restart resumes exactly where this stopped.
         console.print(f"[red]error:[/red] lost the ERP/state database: {str(exc).strip()}; exiting for a restart")
@@ -163,6 +189,10 @@ def run(
         stop.set()
         if server is not None:
             server.stop()
+        if crm_to_erp is not None:
+            crm_to_erp.join()
+        if two_way is not None:
+            two_way.close()
         parts.close()
 
 

@@ -18,13 +18,22 @@ class Verdict:
 
 
 class Health:
-    def __init__(self, stall_timeout_s: float) -> None:
+    def __init__(self, stall_timeout_s: float, name: str = "") -> None:
         self.stall_timeout_s = stall_timeout_s
+        self.name = name  # a part of the service (e.g. "crm->erp"); the main pipeline has none
+        self._children: list[Health] = []
         self._lock = threading.Lock()
         self._pending = 0
         self._last_progress = time.monotonic()
         self._source_ok = False
         self._source_error: str | None = None
+
+    def child(self, name: str) -> Health:
+        """Health of another pipeline in the same service; its problems fail this verdict too."""
+        part = Health(self.stall_timeout_s, name)
+        with self._lock:
+            self._children.append(part)
+        return part
 
     def source_connected(self) -> None:
         with self._lock:
@@ -40,12 +49,14 @@ class Health:
                 # Nothing waiting is progress too: an idle pipeline is not a stalled one.
                 self._last_progress = time.monotonic()
             self._pending = n
-        metrics.PENDING_EVENTS.set(n)
+        if not self.name:
+            metrics.PENDING_EVENTS.set(n)
 
     def acked(self) -> None:
         with self._lock:
             self._last_progress = time.monotonic()
-        metrics.LAST_ACK_TIMESTAMP.set(time.time())
+        if not self.name:
+            metrics.LAST_ACK_TIMESTAMP.set(time.time())
 
     def verdict(self) -> Verdict:
         with self._lock:
@@ -58,6 +69,13 @@ class Health:
                     f"stalled: {self._pending} events pending and nothing acknowledged for {idle_for:.0f}s "
                     f"(limit {self.stall_timeout_s:.0f}s)"
                 )
-            verdict = Verdict(not reasons, reasons, self._pending, idle_for)
-        metrics.HEALTHY.set(1 if verdict.healthy else 0)
+            children = list(self._children)
+            pending = self._pending
+        for part in children:
+            seen = part.verdict()
+            reasons += [f"{part.name}: {r}" for r in seen.reasons]
+            pending += seen.pending
+        verdict = Verdict(not reasons, reasons, pending, idle_for)
+        if not self.name:
+            metrics.HEALTHY.set(1 if verdict.healthy else 0)
         return verdict

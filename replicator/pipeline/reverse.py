@@ -32,7 +32,7 @@ from replicator.pipeline.retry import backoff
 from replicator.sinks.base import Action, IntentLedger, Operation, Outcome, Result
 from replicator.sinks.erp.model import ChildWrite, ErpWriter, RowWrite, WriteRejected
 from replicator.state.store import StateStore
-from replicator.state.twoway import TwoWayStore
+from replicator.state.twoway import Conflict, TwoWayStore
 
 log = structlog.get_logger()
 
@@ -40,6 +40,7 @@ log = structlog.get_logger()
 class CrmSide(Protocol):
     """What the processor needs of the CRM connector."""
 
+    def get(self, object: str, crm_id: str) -> dict[str, Any] | None: ...
     def comparable(self, object: str, raw: dict[str, Any]) -> dict[str, Any]: ...
     def apply(self, ops: Sequence[Operation], ledger: IntentLedger) -> list[Result]: ...
 
@@ -71,7 +72,10 @@ class ReverseProcessor:
         crm: CrmSide,
         retry: RetryConfig,
         stop: threading.Event | None = None,
+        *,
+        gate: threading.Lock | None = None,
     ) -> None:
+        self.gate = gate or threading.Lock()  # shared with the ERP -> CRM processor
         self.reverse = dict(reverse)
         self.planner = planner
         self.reader = reader
@@ -83,6 +87,10 @@ class ReverseProcessor:
         self.stop = stop or threading.Event()
 
     def process(self, changes: Sequence[Change], *, force: bool = False) -> BatchReport:
+        with self.gate:
+            return self._process(changes)
+
+    def _process(self, changes: Sequence[Change]) -> BatchReport:
         report = BatchReport(changes=len(changes))
         for change in changes:
             obj = change.table.partition(".")[2]
@@ -105,6 +113,45 @@ class ReverseProcessor:
                 report.skipped += 1
             metrics.EVENTS_OUT.labels(rent.name, change.op, outcome).inc()
         return report
+
+    def resolve(self, conflict: Conflict, take: str) -> str:
+        """Settle a parked conflict with one side's value, written to the other side."""
+        rent = next((r for r in self.reverse.values() if r.name == conflict.entity), None)
+        if rent is None or conflict.field not in rent.fields:
+            raise Rejected(f"{conflict.entity}.{conflict.field} is no longer written CRM -> ERP by the mapping")
+        key = rent.key_of_external_id(conflict.erp_key)
+        row = self._row(rent, key) if key else None
+        if key is None or row is None:
+            raise Rejected(f"the ERP row of {conflict.entity} {conflict.erp_key} is gone")
+        raw = self.crm.get(rent.object, conflict.crm_id) if conflict.crm_id else None
+        if raw is None:
+            raise Rejected(f"the CRM {rent.object} {conflict.crm_id} is gone")
+        crm = self.crm.comparable(rent.object, raw)
+        with self.gate:
+            outcome = "unchanged"
+            if take == "crm":
+                rf = rent.fields[conflict.field]
+                self.writer.write(
+                    RowWrite(
+                        rent.entity.table,
+                        "update",
+                        key=dict(zip(rent.entity.key, rent.entity.key_of(row), strict=True)),
+                        values={rf.column: rf.expr({None: crm})},
+                        audit=rent.audit,
+                        returning=rent.entity.key,
+                    )
+                )
+                row = self._row(rent, key) or row
+                outcome = "written"
+            parked = self.two_way.open_fields(rent.name, conflict.erp_key) - {conflict.field}
+            base = self.two_way.last_record(rent.name, conflict.erp_key)
+            erp_rec = self._forward(rent, row)
+            result = self._settle(
+                rent, rent.object, str(conflict.crm_id), conflict.erp_key, erp_rec, crm, base, parked, outcome,
+                f"conflict:{conflict.id}",
+            )  # fmt: skip
+            self.two_way.resolved(conflict.id, take)
+        return result
 
     # -- one change ----------------------------------------------------------
     def _apply(self, rent: ReverseEntity, obj: str, crm_id: str, change: Change) -> str:

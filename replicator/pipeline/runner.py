@@ -17,19 +17,27 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
 from replicator.change import Change, Position
 from replicator.ops import metrics
 from replicator.ops.health import Health
-from replicator.pipeline.processor import Interrupted, Processor
+from replicator.pipeline.processor import Interrupted
 
 log = structlog.get_logger()
+
+
+class BatchProcessor(Protocol):
+    """Applies a batch; when it returns, every change of it is resolved (applied, skipped or dead-lettered)."""
+
+    stop: threading.Event
+
+    def process(self, changes: Sequence[Change], *, force: bool = False) -> Any: ...
 
 
 class StreamSource(Protocol):
@@ -61,7 +69,7 @@ class Runner:
     def __init__(
         self,
         source: StreamSource,
-        processor: Processor,
+        processor: BatchProcessor,
         health: Health,
         *,
         batch_size: int = 500,

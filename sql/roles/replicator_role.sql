@@ -29,3 +29,12 @@ CREATE SCHEMA IF NOT EXISTS replicator AUTHORIZATION :"role";
 GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text) TO :"role";
 GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text) TO :"role";
 GRANT EXECUTE ON FUNCTION pg_replication_origin_oid(text) TO :"role";
+
+-- Optional, only when CRM changes are written back into the ERP (entities with
+-- `crm_to_erp:`): grant writes on exactly the tables the reverse mapping writes,
+-- nothing more. Left commented out so the default role stays read-only on ERP tables.
+--   GRANT INSERT, UPDATE ON public.customers, public.contacts, public.products TO :"role";
+--   GRANT INSERT, UPDATE, DELETE ON public.sales_orders, public.sales_order_lines TO :"role";
+--   GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO :"role";  -- bigserial ids of inserted rows
+-- The ERP writer tags its transactions with a replication origin (see above); it also
+-- creates that origin on first use, hence the EXECUTE grant on pg_replication_origin_create.

@@ -11,7 +11,14 @@ in about a second on every later start.
     crm.clear_data()                          # per-test isolation
     crm.stop()
 
-``python -m replicator.devstack.bottlecrm`` starts PostgreSQL + BottleCRM, prints
+With ``celery=True`` webhook deliveries and other tasks go through Redis to a real
+Celery worker, and Celery beat sweeps due retries every minute, as in production:
+
+    crm = start_bottlecrm(cluster, workdir, celery=True)    # starts its own Redis
+    endpoint_id, secret = crm.create_webhook(url, ["account.created", ...])
+    crm.deliveries(endpoint_id)                              # the delivery log, newest first
+
+``python -m replicator.devstack.bottlecrm [--celery]`` starts PostgreSQL + BottleCRM, prints
 ``{"url": ..., "token": ...}`` as JSON and stays in the foreground until SIGTERM/SIGINT.
 """
 
@@ -28,12 +35,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 
 from replicator.devstack.cache import cache_root, file_lock, log_tail, pid_alive, stop_pid
 from replicator.devstack.postgres import PgCluster, free_port, pg_bin, start_cluster
+from replicator.devstack.redis import Redis, start_redis
 
 DJANGO_CRM_VERSION = "1.35.0"
 # `packaging` is imported by kombu's transport loading but not declared by django-crm.
@@ -44,6 +53,9 @@ TEST_APP = "replicator_bottlecrm_testapp"
 # table pointing at them (links, line items, comments, tasks, invoices), but never
 # org, profile, tokens, custom-field definitions or pipelines.
 BUSINESS_TABLES = ("accounts", "contacts", "opportunity", "product", "lead")
+# BottleCRM's Celery app (crm/celery.py); its beat schedule runs
+# webhooks.tasks.dispatch_due_deliveries every minute, which sends due retries.
+CELERY_APP = "crm"
 
 
 def _version_dir(cache_dir: Path | None) -> Path:
@@ -111,20 +123,33 @@ from crm.settings import *  # noqa: F403
 
 INSTALLED_APPS = [*INSTALLED_APPS, "{test_app}"]  # noqa: F405
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+MEDIA_ROOT = {media_root!r}
+{celery}'''
+
+_EAGER_CELERY = """
 # No Redis: tasks (emails, webhook deliveries) run inline in the request.
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_BROKER_URL = "memory://"
 CELERY_RESULT_BACKEND = "cache+memory://"
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-MEDIA_ROOT = {media_root!r}
-'''
+"""
+
+_REDIS_CELERY = """
+# Celery as in production: a worker and beat, with Redis as broker and result store.
+CELERY_BROKER_URL = {redis_url!r}
+CELERY_RESULT_BACKEND = {redis_url!r}
+"""
 
 _TEST_APP_PY = '''\
 """Test-only relaxations applied when Django starts (written by replicator.devstack.bottlecrm)."""
 import importlib
 
 from django.apps import AppConfig
+
+
+# True when Celery runs tasks eagerly inside the request (no worker, no Redis).
+EAGER_CELERY = {eager}
 
 
 class ReplicatorTestConfig(AppConfig):
@@ -139,15 +164,17 @@ class ReplicatorTestConfig(AppConfig):
         ssrf.is_blocked = lambda ip: False
         ssrf._allowed_ports = lambda: range(1, 65536)
         ssrf._allowed_schemes = lambda: ("https", "http")
-        # Eager Celery runs tasks inside the request; a task clearing the RLS context
-        # on exit would blind the rest of that request (e.g. its second webhook event).
-        # The request middleware resets the context itself.
-        for module in (
-            "webhooks.tasks", "automation.tasks", "cases.tasks", "invoices.tasks", "projects.tasks"
-        ):
-            mod = importlib.import_module(module)
-            if hasattr(mod, "clear_rls_context"):
-                mod.clear_rls_context = lambda: None
+        if EAGER_CELERY:
+            # Eager Celery runs tasks inside the request; a task clearing the RLS context
+            # on exit would blind the rest of that request (e.g. its second webhook event).
+            # The request middleware resets the context itself. A real worker needs the
+            # clearing: it is what keeps one org's context off the next task's connection.
+            for module in (
+                "webhooks.tasks", "automation.tasks", "cases.tasks", "invoices.tasks", "projects.tasks"
+            ):
+                mod = importlib.import_module(module)
+                if hasattr(mod, "clear_rls_context"):
+                    mod.clear_rls_context = lambda: None
 '''
 
 _BOOTSTRAP_PY = """
@@ -190,6 +217,10 @@ class BottleCrm:
     admin_email: str
     admin_password: str
     cluster: PgCluster = field(repr=False)
+    # Celery mode: the worker's and beat's PIDs, the broker, and the Redis started for it (if any).
+    celery_pids: list[int] = field(default_factory=list)
+    redis_url: str | None = None
+    own_redis: Redis | None = field(default=None, repr=False)
 
     @property
     def api(self) -> str:
@@ -198,9 +229,69 @@ class BottleCrm:
     def alive(self) -> bool:
         return pid_alive(self.pid)
 
+    @property
+    def celery(self) -> bool:
+        return bool(self.celery_pids)
+
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the gunicorn master (it stops its workers), SIGKILL the group if it hangs."""
+        """SIGTERM the gunicorn master (it stops its workers), SIGKILL the group if it hangs;
+        then Celery beat, the worker and the Redis started for them."""
         stop_pid(self.pid, timeout)
+        for pid in reversed(self.celery_pids):
+            stop_pid(pid, timeout)
+        if self.own_redis is not None:
+            self.own_redis.stop(timeout)
+
+    def _admin_headers(self) -> dict[str, str]:
+        if not self.jwt:
+            raise RuntimeError(
+                "BottleCRM gave no JWT at bootstrap (see its stderr); webhook management needs one, a token is refused"
+            )
+        return {"Authorization": f"Bearer {self.jwt}"}
+
+    def create_webhook(self, url: str, events: list[str], *, description: str = "") -> tuple[str, str]:
+        """Register a JSON webhook endpoint; returns (endpoint id, signing secret). The secret is shown once."""
+        resp = httpx.post(
+            f"{self.api}/webhooks/",
+            json={"url": url, "events": events, "format": "json", "description": description},
+            headers=self._admin_headers(),
+            timeout=30,
+        )
+        if resp.status_code != 201:
+            raise RuntimeError(f"POST /api/webhooks/ answered HTTP {resp.status_code}: {resp.text[:500]}")
+        body = resp.json()
+        return str(body["id"]), str(body["secret"])
+
+    def delete_webhooks(self) -> int:
+        """Delete every webhook endpoint (and its delivery log); the count deleted."""
+        resp = httpx.get(f"{self.api}/webhooks/", headers=self._admin_headers(), timeout=30)
+        resp.raise_for_status()
+        ids = [str(e["id"]) for e in resp.json()["endpoints"]]
+        for endpoint_id in ids:
+            httpx.delete(f"{self.api}/webhooks/{endpoint_id}/", headers=self._admin_headers(), timeout=30)
+        return len(ids)
+
+    def deliveries(self, endpoint_id: str) -> list[dict[str, Any]]:
+        """The endpoint's delivery log, newest first: id, event, event_id, status (pending, succeeded,
+        failed), attempts, response_status, error, next_attempt_at, payload ..."""
+        out: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            resp = httpx.get(
+                f"{self.api}/webhooks/{endpoint_id}/deliveries/",
+                params={"limit": 100, "offset": offset},
+                headers=self._admin_headers(),
+                timeout=30,
+            )
+            if resp.status_code != 200:
+                raise RuntimeError(
+                    f"GET /api/webhooks/{endpoint_id}/deliveries/ answered HTTP {resp.status_code}: {resp.text[:300]}"
+                )
+            page = resp.json()
+            out.extend(page["results"])
+            if not page.get("next"):
+                return out
+            offset += len(page["results"])
 
     def clear_data(self) -> None:
         """Delete every account, contact, opportunity, product and lead (and what hangs off them).
@@ -238,15 +329,17 @@ def _server_env(venv: Path, workdir: Path, cluster: PgCluster, db: str, role: st
     return env
 
 
-def _write_settings(workdir: Path) -> None:
+def _write_settings(workdir: Path, redis_url: str | None = None) -> None:
+    """Settings for eager Celery, or, with ``redis_url``, for a real worker on that broker."""
     (workdir / "media").mkdir(exist_ok=True)
+    celery = _REDIS_CELERY.format(redis_url=redis_url) if redis_url else _EAGER_CELERY
     (workdir / f"{SETTINGS_MODULE}.py").write_text(
-        _SETTINGS_PY.format(test_app=TEST_APP, media_root=str(workdir / "media"))
+        _SETTINGS_PY.format(test_app=TEST_APP, media_root=str(workdir / "media"), celery=celery)
     )
     app = workdir / TEST_APP
     app.mkdir(exist_ok=True)
     (app / "__init__.py").write_text(f'default_app_config = "{TEST_APP}.apps.ReplicatorTestConfig"\n')
-    (app / "apps.py").write_text(_TEST_APP_PY.format(test_app=TEST_APP))
+    (app / "apps.py").write_text(_TEST_APP_PY.format(test_app=TEST_APP, eager=redis_url is None))
 
 
 _OWN_EVERYTHING_SQL = """
@@ -329,18 +422,49 @@ def start_bottlecrm(
     workers: int = 2,
     cache_dir: Path | None = None,
     ready_timeout: float = 60.0,
+    celery: bool = False,
+    redis_url: str | None = None,
 ) -> BottleCrm:
-    """Create a database in ``cluster``, bootstrap an admin and a token, serve on a free loopback port."""
+    """Create a database in ``cluster``, bootstrap an admin and a token, serve on a free loopback port.
+
+    ``celery=True`` also starts a Celery worker and Celery beat on ``redis_url`` (a Redis of
+    its own, stopped with the server, when None); otherwise tasks run eagerly in the request.
+    """
+    if redis_url and not celery:
+        raise ValueError("redis_url is the Celery broker: pass celery=True with it")
     venv = ensure_installed(cache_dir)
     workdir.mkdir(parents=True, exist_ok=True)
+    own_redis = start_redis(workdir / "redis") if celery and not redis_url else None
+    try:
+        return _start(venv, cluster, workdir, workers, cache_dir, ready_timeout, celery, redis_url, own_redis)
+    except BaseException:
+        if own_redis is not None:
+            own_redis.stop()
+        raise
+
+
+def _start(
+    venv: Path,
+    cluster: PgCluster,
+    workdir: Path,
+    workers: int,
+    cache_dir: Path | None,
+    ready_timeout: float,
+    celery: bool,
+    redis_url: str | None,
+    own_redis: Redis | None,
+) -> BottleCrm:
+    broker = (own_redis.url if own_redis else redis_url) if celery else None
     suffix = secrets.token_hex(4)
     db = role = f"bottlecrm_{suffix}"
     password = secrets.token_urlsafe(16)
     # Not a superuser and no BYPASSRLS: otherwise BottleCRM's row-level security is inert.
     cluster.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}' NOSUPERUSER NOBYPASSRLS NOCREATEDB")
     cluster.create_database(db, owner=role)
-    _write_settings(workdir)
+    _write_settings(workdir, broker)
     env = _server_env(venv, workdir, cluster, db, role, password)
+    if broker:
+        env["CELERY_BROKER_URL"] = env["CELERY_RESULT_BACKEND"] = broker
     env["PGPASSWORD"] = password
     _prepare_database(venv, cluster, db, role, env, workdir, cache_dir)
 
@@ -392,13 +516,56 @@ def start_bottlecrm(
         admin_email=admin_email,
         admin_password=admin_password,
         cluster=cluster,
+        redis_url=broker,
+        own_redis=own_redis,
     )
     try:
+        if broker:
+            _start_celery(crm, venv, env, workdir, ready_timeout)
         _wait_ready(crm, proc, ready_timeout)
     except BaseException:
         crm.stop()
         raise
     return crm
+
+
+def _start_celery(crm: BottleCrm, venv: Path, env: dict[str, str], workdir: Path, timeout: float) -> None:
+    """A worker (waits until it is consuming) and beat, logging next to the server's log."""
+    celery = str(venv / "bin" / "celery")
+    worker_log = workdir / "celery-worker.log"
+    name = f"replicator-{crm.database}@%h"
+    worker = _spawn(
+        [celery, "-A", CELERY_APP, "worker", "--loglevel", "INFO", "--concurrency", "2", "--hostname", name,
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        env, workdir, worker_log,
+    )  # fmt: skip
+    crm.celery_pids.append(worker.pid)
+    beat = _spawn(
+        [celery, "-A", CELERY_APP, "beat", "--loglevel", "INFO",
+         "--schedule", str(workdir / "celerybeat-schedule"), "--pidfile", str(workdir / "celerybeat.pid")],
+        env, workdir, workdir / "celery-beat.log",
+    )  # fmt: skip
+    crm.celery_pids.append(beat.pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for what, proc, log in (("worker", worker, worker_log), ("beat", beat, workdir / "celery-beat.log")):
+            if proc.poll() is not None:
+                raise RuntimeError(f"Celery {what} exited with {proc.returncode} at start; log {log}:\n{log_tail(log)}")
+        # Logged once the worker consumes from the broker.
+        if " ready." in worker_log.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(
+        f"the Celery worker was not ready within {timeout:.0f}s; log {worker_log}:\n{log_tail(worker_log)}"
+    )
+
+
+def _spawn(cmd: list[str], env: dict[str, str], workdir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            cmd, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
 
 
 def _wait_ready(crm: BottleCrm, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -439,6 +606,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where the cluster, settings and logs go (default: a temp dir)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--install-only", action="store_true", help="install BottleCRM's virtualenv and exit")
+    parser.add_argument(
+        "--celery",
+        action="store_true",
+        help="run a Celery worker and beat on a Redis of its own (real webhook retries)",
+    )
     args = parser.parse_args(argv)
     if args.install_only:
         print(ensure_installed())
@@ -455,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        crm = start_bottlecrm(cluster, workdir / "crm", workers=args.workers)
+        crm = start_bottlecrm(cluster, workdir / "crm", workers=args.workers, celery=args.celery)
         print(
             json.dumps(
                 {
@@ -466,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
                     "pid": crm.pid,
                     "log": str(crm.log_path),
                     "postgres": cluster.url(crm.database),
+                    "redis": crm.redis_url,
                 }
             ),
             flush=True,

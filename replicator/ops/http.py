@@ -1,4 +1,5 @@
-"""The service's HTTP side: /metrics for Prometheus and /healthz for orchestrators."""
+"""The service's HTTP side: /metrics for Prometheus, /healthz for orchestrators, and the
+routes other parts mount on it (CRM webhook receivers)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from replicator.ops.health import Health
 from replicator.ops.metrics import REGISTRY
 
 StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -26,8 +28,13 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
-def make_app(health: Health) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+def make_app(health: Health, routes: dict[str, WsgiApp] | None = None) -> WsgiApp:
+    """/metrics, /healthz, and each exact path in ``routes`` served by its app."""
     metrics_app = make_wsgi_app(REGISTRY)
+    mounted = dict(routes or {})
+    for path in mounted:
+        if path in ("/metrics", "/healthz") or not path.startswith("/"):
+            raise ValueError(f"route {path!r}: must start with / and not be /metrics or /healthz")
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -47,6 +54,9 @@ def make_app(health: Health) -> Callable[[dict[str, Any], StartResponse], Iterab
             status = "200 OK" if v.healthy else "503 Service Unavailable"
             start_response(status, [("Content-Type", "application/json")])
             return [body]
+        route = mounted.get(path)
+        if route is not None:
+            return route(environ, start_response)
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found: try /metrics or /healthz\n"]
 
@@ -54,10 +64,14 @@ def make_app(health: Health) -> Callable[[dict[str, Any], StartResponse], Iterab
 
 
 class HttpServer:
-    def __init__(self, listen: str, health: Health) -> None:
+    def __init__(self, listen: str, health: Health, routes: dict[str, WsgiApp] | None = None) -> None:
         host, _, port = listen.rpartition(":")
         self._server = make_server(
-            host or "0.0.0.0", int(port), make_app(health), server_class=_ThreadingServer, handler_class=_QuietHandler
+            host or "0.0.0.0",
+            int(port),
+            make_app(health, routes),
+            server_class=_ThreadingServer,
+            handler_class=_QuietHandler,
         )
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 

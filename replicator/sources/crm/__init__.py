@@ -1,0 +1,1 @@
+"""CRM -> ERP: where CRM change notifications come from (signed webhooks, polling)."""

@@ -7,8 +7,9 @@ schema is current. The CLI commands share these builders.
 
 from __future__ import annotations
 
+import threading
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -18,6 +19,7 @@ from replicator.mapping.catalog import TableInfo, read_catalog
 from replicator.mapping.entity import Entity, compile_mappings
 from replicator.mapping.plan import Planner
 from replicator.mapping.reader import ErpReader, RowReader
+from replicator.pipeline.processor import Processor
 from replicator.state import migrations
 from replicator.state.store import StateStore
 
@@ -124,9 +126,22 @@ class Parts:
     store: StateStore
     sink: Any
     catalog: dict[str, TableInfo]
+    closers: list[Any] = field(default_factory=list)
+
+    def processor(self, stop: threading.Event | None = None, *, gate: threading.Lock | None = None) -> Processor:
+        """The ERP -> CRM processor; with two-way mappings it carries the guard that keeps the
+        values both sides agree on, whatever runs it (the service, backfill, replay, repair)."""
+        guard = None
+        if any(e.crm_to_erp for e in self.config.mappings.values()):
+            from replicator.crm_to_erp import forward_guard
+
+            guard = forward_guard(self)
+        return Processor(
+            self.planner, self.reader, self.store, self.sink, self.config.pipeline.retry, stop, guard=guard, gate=gate
+        )
 
     def close(self) -> None:
-        for closer in (self.sink.close, self.reader.close, self.store.close):
+        for closer in (*self.closers, self.sink.close, self.reader.close, self.store.close):
             with suppress(Exception):
                 closer()
 

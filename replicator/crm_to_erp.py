@@ -16,6 +16,7 @@ from typing import Any
 from replicator.app import Parts, StartupError
 from replicator.config.model import BottleCrmConfig, Config, SlotSourceConfig
 from replicator.mapping.reverse import ReverseEntity, compile_reverse
+from replicator.pipeline.two_way import ForwardGuard
 from replicator.sinks.erp.model import ErpWriter
 from replicator.state.inbox import Inbox
 from replicator.state.twoway import TwoWayStore
@@ -52,6 +53,16 @@ def reverse_mappings(config: Config, parts: Parts) -> dict[str, ReverseEntity]:
 
         crm_fields = CRM_FIELDS
     return compile_reverse(config.mappings, parts.entities, parts.catalog, crm_fields)
+
+
+def forward_guard(parts: Parts) -> ForwardGuard | None:
+    """The guard of two-way records for an ERP -> CRM processor (its state connection closes with parts)."""
+    reverse = reverse_mappings(parts.config, parts)
+    if not reverse:
+        return None
+    store = TwoWayStore(parts.config.state_dsn)
+    parts.closers.append(store.close)
+    return ForwardGuard(reverse, store, parts.sink)
 
 
 def writer_origin(config: Config) -> str | None:

@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.connect",
     "tests.fixtures.mariadb",
+    "tests.fixtures.two_way",
 ]
 
 # Two shared, noisy cores: a per-example deadline would fail on load, not on a bug.

@@ -29,9 +29,9 @@ def _progress() -> Progress:
 
 def _run_backfill(parts: Parts, stop: threading.Event, entity: str | None, restart: bool, on_page: Any = None) -> int:
     from replicator.jobs.backfill import backfill
-    from replicator.pipeline.processor import Interrupted, Processor
+    from replicator.pipeline.processor import Interrupted
 
-    processor = Processor(parts.planner, parts.reader, parts.store, parts.sink, parts.config.pipeline.retry, stop)
+    processor = parts.processor(stop)
     chosen = [e for e in parts.entities.values() if entity is None or e.name == entity]
     if not chosen:
         console.print(f"[red]error:[/red] no entity {entity!r}; mapped: {', '.join(parts.entities)}")
@@ -110,11 +110,8 @@ def run(
     from replicator.mapping.expr import MappingError
     from replicator.ops.health import Health
     from replicator.ops.http import HttpServer
-    from replicator.pipeline.processor import Processor
     from replicator.pipeline.runner import Runner
-    from replicator.pipeline.two_way import ForwardGuard
     from replicator.sources.open import open_source
-    from replicator.state.twoway import TwoWayStore
 
     cfg = load(config)
     parts = build_parts(cfg)
@@ -153,12 +150,7 @@ def run(
             _run_backfill(parts, stop, None, restart=False, on_page=health.acked)
         if stop.is_set():
             return
-        guard = None
-        if two_way is not None:
-            guard = ForwardGuard(two_way.reverse, TwoWayStore(cfg.state_dsn), parts.sink)
-        processor = Processor(
-            parts.planner, parts.reader, parts.store, parts.sink, cfg.pipeline.retry, stop, guard=guard, gate=gate
-        )
+        processor = parts.processor(stop, gate=gate)
         runner = Runner(
             opened.source,
             processor,

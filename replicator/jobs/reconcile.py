@@ -132,7 +132,6 @@ def reconcile_all(
     parts: Any, *, entity: str | None = None, repair: bool = False, console: Any = None
 ) -> list[EntityReport]:
     """Reconcile each entity, parents first; with `repair`, fix what differs and check again."""
-    from replicator.pipeline.processor import Processor
     from replicator.sinks.base import Operation
 
     entities = sorted(parts.entities.values(), key=lambda e: (e.rank, e.name))
@@ -144,7 +143,7 @@ def reconcile_all(
         if repair and report.differences:
             if console is not None:
                 console.print(f"{ent.name}: repairing {len(report.differences)} difference(s)")
-            processor = Processor(parts.planner, parts.reader, parts.store, parts.sink, parts.config.pipeline.retry)
+            processor = parts.processor()
             resend = {
                 d.external_id for d in report.differences if d.kind in ("missing", "different", "archived_mismatch")
             }

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from replicator.app import Parts
 from replicator.change import Change, Op, Position
-from replicator.pipeline.processor import Processor
 
 
 @dataclass
@@ -25,7 +24,7 @@ class ReplayResult:
 
 
 def replay(parts: Parts, *, ids: Sequence[int] | None = None, entity: str | None = None) -> list[ReplayResult]:
-    processor = Processor(parts.planner, parts.reader, parts.store, parts.sink, parts.config.pipeline.retry)
+    processor = parts.processor()
     results = []
     for letter in parts.store.dead_letters(status="open", entity=entity, ids=ids):
         ent = parts.entities.get(letter.entity)

@@ -194,6 +194,16 @@ class ReverseProcessor:
             )
             if d.conflict:
                 metrics.CONFLICTS.labels(rent.name, rf.policy, d.winner).inc()
+            log.info(
+                "DEBUG field",
+                entity=rent.name,
+                ext=ext,
+                field=rf.name,
+                base=b,
+                erp=erp_rec.get(rf.name),
+                crm=crm.get(rf.name),
+                take=str(d.take),
+            )
             if d.take is Take.CRM:
                 values[rf.column] = rf.expr({None: crm})
             elif d.take is Take.PARK:
@@ -233,6 +243,9 @@ class ReverseProcessor:
             )
             if written.row is None:
                 return "gone"
+            log.info(
+                "CRM change written to the ERP", entity=rent.name, erp_key=ext, crm_id=crm_id, columns=sorted(values)
+            )
             self._observe(rent, change)
             outcome = "written"
             row = self._row(rent, key) or row

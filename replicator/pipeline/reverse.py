@@ -194,16 +194,6 @@ class ReverseProcessor:
             )
             if d.conflict:
                 metrics.CONFLICTS.labels(rent.name, rf.policy, d.winner).inc()
-            log.info(
-                "DEBUG field",
-                entity=rent.name,
-                ext=ext,
-                field=rf.name,
-                base=b,
-                erp=erp_rec.get(rf.name),
-                crm=crm.get(rf.name),
-                take=str(d.take),
-            )
             if d.take is Take.CRM:
                 values[rf.column] = rf.expr({None: crm})
             elif d.take is Take.PARK:

@@ -207,7 +207,7 @@ class CrmToErpService:
                 )
                 poller_thread = threading.Thread(target=poller.run, args=(self.stop,), name="crm-poller", daemon=True)
                 poller_thread.start()
-            source = InboxSource(self.tw.crm_name, inbox, self.tw.records, objects=set(self.tw.reverse))
+            source = InboxSource(self.tw.crm_name, inbox, self.tw.records, objects=set(self.tw.reverse), fetch=False)
             processor = ReverseProcessor(
                 self.tw.reverse,
                 self.parts.planner,
@@ -219,6 +219,7 @@ class CrmToErpService:
                 cfg.pipeline.retry,
                 self.stop,
                 gate=self.gate,
+                records=self.tw.records,
             )
             Runner(source, processor, self.health, batch_size=100, max_wait_s=0.01, queue_size=1000).run()
         finally:

@@ -59,6 +59,9 @@ def run_checks(config: Config) -> list[Finding]:
         findings.append(Finding("state schema", "fail", str(exc).strip().splitlines()[0], "check state.dsn"))
 
     findings.extend(_crm_checks(make_sink(config)))
+    from replicator.jobs.check_two_way import two_way_checks
+
+    findings.extend(two_way_checks(config))
     return findings
 
 

@@ -29,7 +29,7 @@ from replicator.mapping.reverse import ReverseEntity
 from replicator.ops import metrics
 from replicator.pipeline.processor import BatchReport, Interrupted
 from replicator.pipeline.retry import backoff
-from replicator.sinks.base import Action, IntentLedger, Operation, Outcome, Result
+from replicator.sinks.base import Action, CrmError, IntentLedger, Operation, Outcome, Result
 from replicator.sinks.erp.model import ChildWrite, ErpWriter, RowWrite, WriteRejected
 from replicator.state.store import StateStore
 from replicator.state.twoway import Conflict, TwoWayStore
@@ -43,6 +43,13 @@ class CrmSide(Protocol):
     def get(self, object: str, crm_id: str) -> dict[str, Any] | None: ...
     def comparable(self, object: str, raw: dict[str, Any]) -> dict[str, Any]: ...
     def apply(self, ops: Sequence[Operation], ledger: IntentLedger) -> list[Result]: ...
+
+
+class CrmRecords(Protocol):
+    """Current CRM records, read when a change is applied (not when it was noticed)."""
+
+    def fetch(self, object: str, crm_id: str) -> dict[str, Any] | None: ...
+    def modified_at(self, record: dict[str, Any]) -> datetime | None: ...
 
 
 class Rejected(Exception):
@@ -74,7 +81,11 @@ class ReverseProcessor:
         stop: threading.Event | None = None,
         *,
         gate: threading.Lock | None = None,
+        records: CrmRecords | None = None,
     ) -> None:
+        # With `records`, every change is applied to the record as the CRM holds it now, read
+        # under the gate: a snapshot taken earlier may already be overwritten by the other direction.
+        self.records = records
         self.gate = gate or threading.Lock()  # shared with the ERP -> CRM processor
         self.reverse = dict(reverse)
         self.planner = planner
@@ -87,10 +98,6 @@ class ReverseProcessor:
         self.stop = stop or threading.Event()
 
     def process(self, changes: Sequence[Change], *, force: bool = False) -> BatchReport:
-        with self.gate:
-            return self._process(changes)
-
-    def _process(self, changes: Sequence[Change]) -> BatchReport:
         report = BatchReport(changes=len(changes))
         for change in changes:
             obj = change.table.partition(".")[2]
@@ -100,7 +107,10 @@ class ReverseProcessor:
                 continue
             crm_id = str(change.key[0])
             try:
-                outcome = self._apply(rent, obj, crm_id, change)
+                # One change at a time against the other direction: it holds the gate per change,
+                # not per batch, so a burst of CRM notifications does not hold up ERP changes.
+                with self.gate:
+                    outcome = self._apply(rent, obj, crm_id, change)
             except (Rejected, WriteRejected, ExprEvalError) as exc:
                 self._dead_letter(rent, crm_id, change, str(exc))
                 report.dead_lettered += 1
@@ -131,17 +141,19 @@ class ReverseProcessor:
             outcome = "unchanged"
             if take == "crm":
                 rf = rent.fields[conflict.field]
-                self.writer.write(
-                    RowWrite(
-                        rent.entity.table,
-                        "update",
-                        key=dict(zip(rent.entity.key, rent.entity.key_of(row), strict=True)),
-                        values={rf.column: rf.expr({None: crm})},
-                        audit=rent.audit,
-                        returning=rent.entity.key,
-                    )
+                row = (
+                    self.writer.write(
+                        RowWrite(
+                            rent.entity.table,
+                            "update",
+                            key=dict(zip(rent.entity.key, rent.entity.key_of(row), strict=True)),
+                            values={rf.column: rf.expr({None: crm})},
+                            audit=rent.audit,
+                            returning=rent.entity.columns,
+                        )
+                    ).row
+                    or row
                 )
-                row = self._row(rent, key) or row
                 outcome = "written"
             parked = self.two_way.open_fields(rent.name, conflict.erp_key) - {conflict.field}
             base = self.two_way.last_record(rent.name, conflict.erp_key)
@@ -154,11 +166,32 @@ class ReverseProcessor:
         return result
 
     # -- one change ----------------------------------------------------------
+    def _current(self, obj: str, crm_id: str, change: Change) -> dict[str, Any] | None:
+        if self.records is None:
+            return change.after
+        attempt = 1
+        while True:
+            try:
+                return self.records.fetch(obj, crm_id)
+            except CrmError as exc:
+                result = exc.result
+                if result.outcome is Outcome.PERMANENT:
+                    raise Rejected(f"cannot read {obj} {crm_id} from the CRM: {result.error}") from None
+                # The CRM is down, not this record: wait it out (health reports the stall).
+                wait = backoff(min(attempt, self.retry.max_attempts), self.retry, result.retry_after)
+                log.warning("CRM read failed; retrying", object=obj, crm_id=crm_id, error=result.error, wait_s=wait)
+                if self.stop.wait(wait):
+                    raise Interrupted() from None
+                attempt += 1
+
     def _apply(self, rent: ReverseEntity, obj: str, crm_id: str, change: Change) -> str:
         position = str(change.position)
-        if change.op is Op.DELETE or change.after is None:
+        raw = self._current(obj, crm_id, change)
+        if raw is None:
             return self._deleted(rent, obj, crm_id, position)
-        raw = change.after
+        if self.records is not None:
+            # The CRM's own modification time, where the record has one, is when the edit happened.
+            change.commit_ts = self.records.modified_at(raw) or change.commit_ts
         crm = self.crm.comparable(obj, raw)
         ext = raw.get("external_id") or self.two_way.erp_keys(obj, [crm_id]).get(crm_id, (None, None))[1]
         if ext is None:
@@ -228,7 +261,7 @@ class ReverseProcessor:
                     key=dict(zip(rent.entity.key, rent.entity.key_of(row), strict=True)),
                     values=values,
                     audit=rent.audit,
-                    returning=rent.entity.key,
+                    returning=rent.entity.columns,
                 )
             )
             if written.row is None:
@@ -238,8 +271,8 @@ class ReverseProcessor:
             )
             self._observe(rent, change)
             outcome = "written"
-            row = self._row(rent, key) or row
-            erp_rec = self._forward(rent, row)
+            # The row as our transaction left it: the agreed state is what we wrote, not a later edit.
+            erp_rec = self._forward(rent, written.row)
         return self._settle(rent, obj, crm_id, str(ext), erp_rec, crm, base, parked, outcome, position)
 
     def _settle(
@@ -305,7 +338,7 @@ class ReverseProcessor:
                 "insert",
                 values=values,
                 audit=rent.audit,
-                returning=rent.entity.key,
+                returning=rent.entity.columns,
                 adopt_by=adopt,
                 children=children,
             )
@@ -316,10 +349,7 @@ class ReverseProcessor:
         ext = rent.entity.external_id_of(key)
         if written.inserted:
             self._observe(rent, change)
-        row = self._row(rent, key)
-        if row is None:
-            return "gone"
-        erp_rec = self._forward(rent, row)
+        erp_rec = self._forward(rent, written.row)
         outcome = "inserted" if written.inserted else "written"
         return self._settle(rent, obj, crm_id, ext, erp_rec, crm, None, set(), outcome, str(change.position))
 

@@ -51,6 +51,14 @@ class Result:
     created: bool = False  # a new CRM record was made (vs found/updated)
 
 
+class CrmError(Exception):
+    """A CRM request that got no usable answer; carries the Result it maps to."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.error)
+        self.result = result
+
+
 class IntentLedger(Protocol):
     """Durable record of create intents, so a crash between the CRM call and the
     ledger write is resolved by looking the external id up instead of creating again."""

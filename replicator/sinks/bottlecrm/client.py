@@ -16,7 +16,7 @@ from uuid import UUID
 import httpx
 
 from replicator.ops.metrics import CRM_REQUEST_SECONDS, CRM_RESPONSES
-from replicator.sinks.base import Outcome, Result
+from replicator.sinks.base import CrmError, Outcome, Result
 
 CRM = "bottlecrm"
 PAGE = 100
@@ -65,14 +65,6 @@ SPECS: dict[str, ObjectSpec] = {
     # Their PUT is partial; there is no PATCH.
     "product": ObjectSpec("product", "/api/invoices/products/", None, "sku", "search", (("results",),), None, "PUT"),
 }
-
-
-class CrmError(Exception):
-    """A request that got no usable answer; carries the Result it maps to."""
-
-    def __init__(self, result: Result) -> None:
-        super().__init__(result.error)
-        self.result = result
 
 
 def _json_default(value: Any) -> Any:

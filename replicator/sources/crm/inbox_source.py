@@ -137,7 +137,11 @@ class InboxSource:
     outage from the health check and hold the reader thread without bound.
     """
 
-    def __init__(self, crm: str, inbox: Inbox, records: CrmRecords, *, objects: set[str]) -> None:
+    def __init__(self, crm: str, inbox: Inbox, records: CrmRecords, *, objects: set[str], fetch: bool = True) -> None:
+        # fetch=False hands out which records changed, not their state: a consumer that reads the
+        # current record itself, at the moment it applies it, never works from a snapshot that the
+        # other direction has overwritten meanwhile.
+        self.fetch = fetch
         self.crm = crm
         self.name = f"crm:{crm}"
         self.inbox = inbox
@@ -180,12 +184,18 @@ class InboxSource:
             return []
         fetched: list[tuple[RecordNotes, dict[str, Any] | None]] = []
         for notes in collapse(entries, self.objects):
-            fetched.append((notes, self.records.fetch(notes.object, notes.crm_id)))
+            if self.fetch:
+                fetched.append((notes, self.records.fetch(notes.object, notes.crm_id)))
+            else:
+                gone = notes.newest.event.endswith(".deleted")
+                fetched.append((notes, None if gone else {"id": notes.crm_id}))
         with self._lock:
             n = self._book.record(e.seq for e in entries)
         position = Position(self.name, n)
         changes = [
-            to_change(self.crm, notes, record, self.records.modified_at(record) if record else None, position)
+            to_change(
+                self.crm, notes, record, self.records.modified_at(record) if record and self.fetch else None, position
+            )
             for notes, record in fetched
         ]
         for (table, op), count in Counter((c.table, c.op.value) for c in changes).items():

@@ -9,6 +9,9 @@ Checks per expression:
 - dashboard queries return samples; alert conditions (normally empty on a healthy system) are
   evaluated with `bool` added to their comparisons, which keeps the series the condition would filter,
   and must return samples too.
+
+The CRM -> ERP panels and alerts are checked against a two-way run (signed webhooks from a real
+BottleCRM, polling, ERP writes, echoes, a parked conflict); everything else against a one-way run.
 """
 
 from __future__ import annotations
@@ -24,16 +27,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
+from replicator.sources.crm.signature import sign_bottlecrm
 from tests.fixtures.prometheus import Prometheus, prometheus_binary
 from tests.fixtures.stack import Stack
+from tests.fixtures.two_way import TwoWayStack
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "grafana" / "dashboards" / "replicator.json"
 ALERTS = ROOT / "prometheus" / "alerts.yml"
 RATE_WINDOW = "1m"  # stands in for $__rate_interval / $__interval / $__range
+
+# Metrics only the CRM -> ERP direction produces: queries on them are checked against the two-way run.
+CRM_TO_ERP_METRICS = {
+    "replicator_webhooks_total",
+    "replicator_inbox_backlog",
+    "replicator_crm_polled_total",
+    "replicator_erp_writes_total",
+    "replicator_erp_write_seconds",
+    "replicator_crm_to_erp_seconds",
+    "replicator_echoes_suppressed_total",
+    "replicator_conflicts_total",
+    "replicator_conflicts_open",
+}
 
 # Queries that stay empty even after the traffic below, keyed by dashboard "title #panel id/refId" or alert
 # name: (the label matcher whose value cannot be produced, why). The check still requires the query to
@@ -264,6 +283,79 @@ def load_alert_rules() -> list[dict[str, Any]]:
     return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
 
 
+def is_crm_to_erp(q: Query) -> bool:
+    return any(
+        re.sub(r"_(bucket|sum|count)$", "", sel.name) in CRM_TO_ERP_METRICS for sel in parse_promql(q.expr).selectors
+    )
+
+
+def scraped_after(prom: Prometheus, t: float, scrapes: int = 1) -> bool:
+    up = f'up{{job="replicator", instance="{prom.target}"}}'
+    last = prom.query(f"timestamp({up})")
+    return bool(last) and float(last[0]["value"][1]) > t + scrapes - 0.5
+
+
+def wait_first_scrape(prom: Prometheus) -> None:
+    # Prometheus applies new targets after ~5 s: its first scrapes must precede the traffic, or rate()
+    # windows see only the counters' final values (rates of 0, quantiles of NaN).
+    prom.wait_for(
+        "a first scrape of the replicator", lambda: prom.query(f'up{{job="replicator", instance="{prom.target}"}} == 1')
+    )
+
+
+def wait_scrapes_after_traffic(prom: Prometheus) -> None:
+    """Several scrapes, the last two after the traffic."""
+    up = f'up{{job="replicator", instance="{prom.target}"}}'
+    done = time.time()
+    prom.wait_for(
+        "two scrapes after the traffic",
+        lambda: (
+            scraped_after(prom, done, scrapes=2)
+            and float(prom.query(f"count_over_time({up}[{RATE_WINDOW}])")[0]["value"][1]) >= 5
+        ),
+    )
+
+
+def assert_alert_rules_healthy(prom: Prometheus, rules: list[dict[str, Any]]) -> None:
+    def evaluated() -> list[dict[str, Any]]:
+        loaded = [r for r in prom.rules() if r.get("type") == "alerting"]
+        return loaded if all(r["health"] != "unknown" for r in loaded) else []
+
+    loaded = prom.wait_for("every alert rule evaluated", evaluated)
+    assert {r["name"] for r in loaded} == {r["alert"] for r in rules}
+    broken_rules = {r["name"]: r.get("lastError") for r in loaded if r["health"] != "ok"}
+    assert not broken_rules, f"alert rules failing in the real engine: {broken_rules}"
+
+
+def substitution(prom: Prometheus) -> Callable[[str], str]:
+    def substitute(expr: str) -> str:
+        for var in ("__rate_interval", "__interval", "__range"):
+            expr = expr.replace(f"${{{var}}}", RATE_WINDOW).replace(f"${var}", RATE_WINDOW)
+        expr = expr.replace("${instance}", prom.target).replace("$instance", prom.target)
+        assert "$" not in expr, f"unhandled Grafana variable in {expr}"
+        return expr
+
+    return substitute
+
+
+def assert_queries_work(
+    checker: Checker, queries: list[Query], mutants: list[tuple[str, str, str, set[str] | None]]
+) -> None:
+    """Every query works on the real metrics, and the check catches each mutant (key, old, new, legend refs)."""
+    problems = {q.key: p for q in queries if (p := checker.problems(q))}
+    assert not problems, "queries that do not work against the real metrics:\n" + "\n".join(
+        f"  {key}: {'; '.join(p)}" for key, p in problems.items()
+    )
+    by_key = {q.key: q for q in queries}
+    broken = []
+    for key, old, new, refs in mutants:
+        q = by_key[key]
+        assert old in q.expr, f"{key}: {old!r} not in {q.expr}"
+        broken.append(Query(key, q.expr.replace(old, new, 1), q.label_refs if refs is None else refs, q.condition))
+    undetected = [f"{q.key}: {q.expr} (refs {sorted(q.label_refs)})" for q in broken if not checker.problems(q)]
+    assert not undetected, "the check misses broken queries:\n" + "\n".join(undetected)
+
+
 def generate_traffic(stack: Stack, frozen_crm: Callable[[bool], None]) -> None:
     """Backfill, a dead letter, a CRM freeze (timeouts, retries), then streamed inserts/updates/deletes."""
     sink = stack.sink
@@ -316,20 +408,13 @@ def test_every_dashboard_query_and_alert_expression_works_on_real_metrics(
     )
     prom = start_prometheus(stack.metrics_port)
     stack.start()
-    # Prometheus applies new targets after ~5 s: its first scrapes must precede the traffic, or rate()
-    # windows see only the counters' final values (rates of 0, quantiles of NaN).
-    up = f'up{{job="replicator", instance="{prom.target}"}}'
-    prom.wait_for("a first scrape of the replicator", lambda: prom.query(f"{up} == 1"))
-
-    def scraped_after(t: float, scrapes: int = 1) -> bool:
-        last = prom.query(f"timestamp({up})")
-        return bool(last) and float(last[0]["value"][1]) > t + scrapes - 0.5
+    wait_first_scrape(prom)
 
     generate_traffic(stack, frozen_crm)
     # Labelled series are born at their first event: rate() sees no increase (and a latency quantile is
     # NaN) until a series scraped before has grown. A second round after a scrape makes every one grow.
     first_round = time.time()
-    prom.wait_for("a scrape after the first round", lambda: scraped_after(first_round))
+    prom.wait_for("a scrape after the first round", lambda: scraped_after(prom, first_round))
     stack.sql("UPDATE customers SET name = name || ' (2nd)' WHERE id = 2")
     stack.sql("UPDATE products SET name = name || ' (2nd)' WHERE sku = 'SKU-1002'")
     stack.sql("UPDATE contacts SET job_title = 'Second round' WHERE id = 1")
@@ -337,27 +422,10 @@ def test_every_dashboard_query_and_alert_expression_works_on_real_metrics(
         "the second round", lambda: str((stack.sink.lookup("account", "CUST-2") or {}).get("name")).endswith("(2nd)")
     )
     stack.wait_idle()
-
-    # Several scrapes, the last two after the traffic.
-    done = time.time()
-    prom.wait_for(
-        "two scrapes after the traffic",
-        lambda: (
-            scraped_after(done, scrapes=2)
-            and float(prom.query(f"count_over_time({up}[{RATE_WINDOW}])")[0]["value"][1]) >= 5
-        ),
-    )
+    wait_scrapes_after_traffic(prom)
 
     rules = load_alert_rules()
-
-    def evaluated() -> list[dict[str, Any]]:
-        loaded = [r for r in prom.rules() if r.get("type") == "alerting"]
-        return loaded if all(r["health"] != "unknown" for r in loaded) else []
-
-    loaded = prom.wait_for("every alert rule evaluated", evaluated)
-    assert {r["name"] for r in loaded} == {r["alert"] for r in rules}
-    broken_rules = {r["name"]: r.get("lastError") for r in loaded if r["health"] != "ok"}
-    assert not broken_rules, f"alert rules failing in the real engine: {broken_rules}"
+    assert_alert_rules_healthy(prom, rules)
 
     # The dashboard's $instance variable: label_values(<metric>, instance) must list the scraped target.
     dashboard = json.loads(DASHBOARD.read_text())
@@ -368,47 +436,140 @@ def test_every_dashboard_query_and_alert_expression_works_on_real_metrics(
     instances = {s.get(m.group(2)) for s in prom.series(m.group(1))}
     assert instances == {prom.target}, f"$instance would list {instances}"
 
-    def substitute(expr: str) -> str:
-        for var in ("__rate_interval", "__interval", "__range"):
-            expr = expr.replace(f"${{{var}}}", RATE_WINDOW).replace(f"${var}", RATE_WINDOW)
-        expr = expr.replace("${instance}", prom.target).replace("$instance", prom.target)
-        assert "$" not in expr, f"unhandled Grafana variable in {expr}"
-        return expr
-
-    checker = Checker(prom)
-    queries = dashboard_queries(dashboard, substitute) + alert_queries(rules)
-    assert len(queries) == len({q.key for q in queries}), "duplicate panel id/refId"
-    assert set(MAY_BE_EMPTY) <= {q.key for q in queries}, "MAY_BE_EMPTY names a query that no longer exists"
-    problems = {q.key: p for q in queries if (p := checker.problems(q))}
-    assert not problems, "queries that do not work against the real metrics:\n" + "\n".join(
-        f"  {key}: {'; '.join(p)}" for key, p in problems.items()
-    )
+    every = dashboard_queries(dashboard, substitution(prom)) + alert_queries(rules)
+    assert len(every) == len({q.key for q in every}), "duplicate panel id/refId"
+    assert set(MAY_BE_EMPTY) <= {q.key for q in every}, "MAY_BE_EMPTY names a query that no longer exists"
+    # The CRM -> ERP queries are checked by the two-way test below.
+    queries = [q for q in every if not is_crm_to_erp(q)]
 
     # The check itself catches a misspelled metric or label name, even where the expression would still
     # return data (behind `or`/`unless`, in an `on` list, in a legend).
-    by_key = {q.key: q for q in queries}
+    assert_queries_work(
+        Checker(prom),
+        queries,
+        [
+            ("ReplicatorUnhealthy", "replicator_healthy", "replicator_helthy", None),
+            (
+                "ReplicatorDeadLettersRising",
+                "replicator_dead_letters_total offset",
+                "replicator_dead_letter_total offset",
+                None,
+            ),
+            ("ReplicatorPipelineStalled", "on (instance, job)", "on (instanse, job)", None),
+            ("ReplicatorCrmErrorRate", 'status=~"5..|0"', 'statuz=~"5..|0"', None),
+            ("ReplicatorSlotLagHigh", "replicator_slot_lag_bytes", "replicator_slot_lag_byte", None),
+            ("ReplicatorUnhealthy", "replicator_healthy", "replicator_healthy", {"slot"}),
+            ("Health #2/A", "instance=~", "instanse=~", None),
+            ("Events in by table / op #9/A", "by (source, table, op)", "by (source, tabel, op)", None),
+            ("Events in by table / op #9/A", "by (source, table, op)", "by (source, op)", None),  # legend: {{table}}
+            ("Dead letters #23/B", "replicator_dead_letters_open", "replicator_dead_letter_open", None),
+        ],
+    )
 
-    def mutant(key: str, old: str, new: str, *, refs: set[str] | None = None) -> Query:
-        q = by_key[key]
-        assert old in q.expr, f"{key}: {old!r} not in {q.expr}"
-        return Query(key, q.expr.replace(old, new, 1), q.label_refs if refs is None else refs, q.condition)
 
-    mutants = [
-        mutant("ReplicatorUnhealthy", "replicator_healthy", "replicator_helthy"),
-        mutant(
-            "ReplicatorDeadLettersRising", "replicator_dead_letters_total offset", "replicator_dead_letter_total offset"
-        ),
-        mutant("ReplicatorPipelineStalled", "on (instance, job)", "on (instanse, job)"),
-        mutant("ReplicatorCrmErrorRate", 'status=~"5..|0"', 'statuz=~"5..|0"'),
-        mutant("ReplicatorSlotLagHigh", "replicator_slot_lag_bytes", "replicator_slot_lag_byte"),
-        mutant("ReplicatorUnhealthy", "replicator_healthy", "replicator_healthy", refs={"slot"}),
-        mutant("Health #2/A", "instance=~", "instanse=~"),
-        mutant("Events in by table / op #9/A", "by (source, table, op)", "by (source, tabel, op)"),
-        mutant("Events in by table / op #9/A", "by (source, table, op)", "by (source, op)"),  # legend prints {{table}}
-        mutant("Dead letters #23/B", "replicator_dead_letters_open", "replicator_dead_letter_open"),
-    ]
-    undetected = [f"{q.key}: {q.expr} (refs {sorted(q.label_refs)})" for q in mutants if not checker.problems(q)]
-    assert not undetected, "the check misses broken queries:\n" + "\n".join(undetected)
+def generate_crm_to_erp_traffic(s: TwoWayStack) -> None:
+    """A parked conflict and polled records, webhooks accepted and forged, ERP writes ok and rejected,
+    echoes both ways."""
+    s.wait_backfilled()
+    account = str((s.sink.lookup("account", "CUST-3") or {})["id"])
+    rejected = str((s.sink.lookup("account", "CUST-5") or {})["id"])
+    contact = str((s.sink.lookup("contact", "CONT-6") or {})["id"])
+    # The ERP refuses long websites for one customer: the CRM's value cannot be written.
+    s.erp("ALTER TABLE customers ADD CONSTRAINT short_website CHECK (id <> 5 OR length(website) <= 30)")
+
+    # Both sides change a `manual` field while the replicator is down: the conflict is parked; the
+    # poller (on, every 2 s) finds the CRM edit.
+    s.stop()
+    s.erp("UPDATE contacts SET phone = '+1 555 0100' WHERE id = 6")
+    with s.crm_api as api:
+        r = api.patch(f"/contacts/{contact}/", json={"phone": "+2 555 0200"})
+        assert r.status_code < 300, r.text
+    s.start()
+    s.wait_for("the parked conflict", lambda: s.sql("SELECT 1 FROM replicator.conflicts WHERE status = 'open'"), 90)
+
+    # Webhooks: two CRM edits (one the ERP accepts, one it rejects) and a forged request.
+    with s.crm_api as api:
+        for crm_id, website in ((account, "https://dash.example"), (rejected, "https://far-too-long.example/path")):
+            r = api.patch(f"/accounts/{crm_id}/", json={"website": website})
+            assert r.status_code < 300, r.text
+    body = b'{"id": "evt-forged", "event": "account.updated", "data": {"id": "1"}}'
+    forged = httpx.post(
+        f"http://127.0.0.1:{s.metrics_port}/webhooks/bottlecrm",
+        content=body,
+        headers={
+            "X-BottleCRM-Event": "account.updated",
+            "X-BottleCRM-Delivery": "d-forged",
+            "X-BottleCRM-Signature": sign_bottlecrm("not-the-secret", body, int(time.time())),
+        },
+        timeout=10,
+    )
+    assert forged.status_code == 401, forged.text
+    s.wait_for(
+        "the accepted CRM edit in the ERP",
+        lambda: s.erp("SELECT website FROM customers WHERE id = 3") == [("https://dash.example",)],
+    )
+    s.wait_for("the rejected write", lambda: s.metric("replicator_erp_writes_total", outcome="rejected") >= 1)
+
+    # ERP -> CRM; the CRM's webhook for our own write comes back and is recognised.
+    s.erp("UPDATE customers SET name = 'Dashboard AG' WHERE id = 3")
+    s.wait_for(
+        "the ERP echo suppressed",
+        lambda: s.metric("replicator_echoes_suppressed_total", direction="crm_to_erp") >= 1,
+    )
+    s.wait_for("an empty inbox", lambda: s.metric("replicator_inbox_backlog") == 0)
+    s.wait_idle()
+
+
+def test_crm_to_erp_panels_and_alerts_work_on_real_metrics(
+    two_way: TwoWayStack, start_prometheus: Callable[[int], Prometheus]
+) -> None:
+    s = two_way
+    s.env["BOTTLECRM_POLL_INTERVAL_S"] = "2"
+    prom = start_prometheus(s.metrics_port)
+    s.start()
+    wait_first_scrape(prom)
+    generate_crm_to_erp_traffic(s)
+    # A second CRM edit after a scrape: the latency histograms grow inside the rate window.
+    first_round = time.time()
+    prom.wait_for("a scrape after the first round", lambda: scraped_after(prom, first_round))
+    account = str((s.sink.lookup("account", "CUST-3") or {})["id"])
+    with s.crm_api as api:
+        r = api.patch(f"/accounts/{account}/", json={"website": "https://dash-2nd.example"})
+        assert r.status_code < 300, r.text
+    s.wait_for(
+        "the second CRM edit in the ERP",
+        lambda: s.erp("SELECT website FROM customers WHERE id = 3") == [("https://dash-2nd.example",)],
+    )
+    s.wait_idle()
+    wait_scrapes_after_traffic(prom)
+
+    rules = load_alert_rules()
+    assert_alert_rules_healthy(prom, rules)
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = [q for q in dashboard_queries(dashboard, substitution(prom)) + alert_queries(rules) if is_crm_to_erp(q)]
+    titles = {q.key.split(" #")[0] for q in queries}
+    assert {"Webhooks by outcome", "Open conflicts", "ReplicatorConflictsOpen", "ReplicatorInboxBacklog"} <= titles
+    assert_queries_work(
+        Checker(prom),
+        queries,
+        [
+            ("ReplicatorWebhooksRejected", 'outcome=~"unsigned', 'outcom=~"unsigned', None),
+            (
+                "ReplicatorErpWritesRejected",
+                'unless replicator_erp_writes_total{outcome="rejected"} offset',
+                'unless replicator_erp_write_total{outcome="rejected"} offset',
+                None,
+            ),
+            ("ReplicatorInboxBacklog", "delta(replicator_inbox_backlog", "delta(replicator_inbox_backlogs", None),
+            (
+                "ERP writes by table / action / outcome #32/A",
+                "by (table, action, outcome)",
+                "by (table, outcome)",
+                None,
+            ),
+            ("Conflicts by entity / policy / winner #36/A", "policy, winner", "policy, winer", None),
+        ],
+    )
 
 
 @pytest.mark.parametrize(

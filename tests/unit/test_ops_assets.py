@@ -466,6 +466,16 @@ def test_dashboard_covers_the_signals_ops_needs(dashboards: list[tuple[Path, dic
         "replicator_pending_events",
         "replicator_last_ack_timestamp_seconds",
         "replicator_healthy",
+        # CRM -> ERP
+        "replicator_webhooks_total",
+        "replicator_inbox_backlog",
+        "replicator_crm_polled_total",
+        "replicator_erp_writes_total",
+        "replicator_erp_write_seconds",
+        "replicator_crm_to_erp_seconds",
+        "replicator_echoes_suppressed_total",
+        "replicator_conflicts_total",
+        "replicator_conflicts_open",
     }
     assert required <= used, f"dashboard lacks panels for {sorted(required - used)}"
 
@@ -510,6 +520,10 @@ REQUIRED_ALERTS = {
     "ReplicatorCrm429",
     "ReplicatorCommitToAckSlow",
     "ReplicatorUnhealthy",
+    "ReplicatorWebhooksRejected",
+    "ReplicatorInboxBacklog",
+    "ReplicatorErpWritesRejected",
+    "ReplicatorConflictsOpen",
 }
 
 
@@ -526,6 +540,8 @@ def test_alert_rules_are_documented(alert_rules: list[dict[str, Any]]) -> None:
     for hint in (
         "replicator status",
         "replicator dlq list",
+        "replicator check",
+        "replicator conflicts list",
         "SELECT * FROM replicator.sync_state WHERE status = 'failed'",
     ):
         assert hint in runbooks, f"no runbook tells ops to run {hint!r}"

@@ -20,6 +20,7 @@ from replicator.mapping.entity import Entity, compile_mappings
 from replicator.mapping.plan import Planner
 from replicator.mapping.reader import ErpReader, RowReader
 from replicator.pipeline.processor import Processor
+from replicator.pipeline.two_way import CrmWrites
 from replicator.state import migrations
 from replicator.state.store import StateStore
 
@@ -127,6 +128,8 @@ class Parts:
     sink: Any
     catalog: dict[str, TableInfo]
     closers: list[Any] = field(default_factory=list)
+    # Shared by both directions of a two-way service: which CRM records this process wrote.
+    crm_writes: CrmWrites = field(default_factory=CrmWrites)
 
     def processor(self, stop: threading.Event | None = None, *, gate: threading.Lock | None = None) -> Processor:
         """The ERP -> CRM processor; with two-way mappings it carries the guard that keeps the

@@ -62,7 +62,7 @@ def forward_guard(parts: Parts) -> ForwardGuard | None:
         return None
     store = TwoWayStore(parts.config.state_dsn)
     parts.closers.append(store.close)
-    return ForwardGuard(reverse, store, parts.sink)
+    return ForwardGuard(reverse, store, parts.sink, parts.crm_writes)
 
 
 def writer_origin(config: Config) -> str | None:
@@ -220,6 +220,8 @@ class CrmToErpService:
                 self.stop,
                 gate=self.gate,
                 records=self.tw.records,
+                writes=self.parts.crm_writes,
+                readers=cfg.crm.concurrency,
             )
             Runner(source, processor, self.health, batch_size=100, max_wait_s=0.01, queue_size=1000).run()
         finally:

@@ -96,8 +96,32 @@ def status(config: ConfigOpt) -> None:
             checkpoints.add_row(c["stream"], c["position"], c["updated_at"].isoformat(timespec="seconds"))
         out.print(checkpoints)
         out.print(f"open dead letters: {parts.store.open_dead_letters()}")
+        if any(e.crm_to_erp for e in cfg.mappings.values()):
+            _print_crm_to_erp(cfg.state_dsn)
     finally:
         parts.close()
+
+
+def _print_crm_to_erp(state_dsn: str) -> None:
+    """The CRM -> ERP side: notifications waiting in the inbox, open conflicts."""
+    import psycopg
+
+    with psycopg.connect(state_dsn) as conn:
+        inbox = conn.execute(
+            "SELECT crm, count(*) FILTER (WHERE processed_at IS NULL), min(received_at) FILTER "
+            "(WHERE processed_at IS NULL), max(processed_at) FROM replicator.inbox GROUP BY crm ORDER BY crm"
+        ).fetchall()
+        conflicts = conn.execute("SELECT count(*) FROM replicator.conflicts WHERE status = 'open'").fetchone()
+    table = Table("CRM inbox", "waiting", "oldest waiting since", "last applied")
+    for crm, waiting, oldest, last in inbox:
+        table.add_row(
+            crm,
+            str(waiting),
+            oldest.isoformat(timespec="seconds") if oldest else "-",
+            last.isoformat(timespec="seconds") if last else "-",
+        )
+    out.print(table)
+    out.print(f"open conflicts: {conflicts[0] if conflicts else 0} (`replicator conflicts list`)")
 
 
 def _print_connectors(url: str, files: list[str], config_path: Path) -> None:

@@ -8,6 +8,12 @@ differs.
 `embedded` (default: the PostgreSQL replication slot, or the MariaDB binary log) or
 `debezium` (Debezium on Kafka Connect into a Kafka-protocol broker, then the Kafka
 source). The configuration the replicator runs with is written to the state folder.
+
+`--two-way` also syncs the CRM back to the ERP: BottleCRM runs with Celery + Redis and
+sends signed webhooks to the replicator, which runs the two-way sample configuration.
+After the ERP -> CRM steps it edits CRM records and times each until the ERP row shows
+it, bounces edits of one record between both sides (one write each, no echo), and wins
+a deal in the CRM until the ERP holds its sales order and line.
 """
 
 from __future__ import annotations
@@ -32,12 +38,16 @@ from rich.table import Table
 from replicator.devstack.bottlecrm import BottleCrm, start_bottlecrm
 from replicator.devstack.postgres import free_port, start_cluster
 from replicator.devstack.quickstart_erp import QuickErp, start_erp
+from replicator.devstack.quickstart_two_way import WEBHOOK_PATH, StepFailed, register_webhook, run_two_way
 
 ROOT = Path(__file__).resolve().parents[2]
 console = Console()
 
 
-def replicator_env(erp: QuickErp, crm: BottleCrm, metrics_port: int) -> dict[str, str]:
+def replicator_env(
+    erp: QuickErp, crm: BottleCrm, metrics_port: int, webhook_secret: str | None = None
+) -> dict[str, str]:
+    two_way = {"BOTTLECRM_WEBHOOK_SECRET": webhook_secret} if webhook_secret else {}
     return {
         **os.environ,
         **erp.env,
@@ -46,6 +56,7 @@ def replicator_env(erp: QuickErp, crm: BottleCrm, metrics_port: int) -> dict[str
         "BOTTLECRM_URL": crm.url,
         "BOTTLECRM_TOKEN": crm.token,
         "REPLICATOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
+        **two_way,
     }
 
 
@@ -155,30 +166,47 @@ def main(argv: list[str] | None = None) -> int:
         default="embedded",
         help="embedded: PostgreSQL slot / MariaDB binlog, no Kafka; debezium: Kafka Connect + broker + Kafka source",
     )
+    parser.add_argument(
+        "--two-way",
+        action="store_true",
+        help="also CRM -> ERP: BottleCRM webhooks (Celery + Redis) and the two-way sample configuration",
+    )
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".state" / "quickstart")
     args = parser.parse_args(argv)
+    steps = 6 if args.two_way else 5
 
     shutil.rmtree(args.state_dir, ignore_errors=True)
     args.state_dir.mkdir(parents=True)
     started = time.monotonic()
     with ExitStack() as stack:
-        console.print(f"[bold]1/5[/] the sample ERP on {args.erp}, read by the {args.source} source")
+        console.print(f"[bold]1/{steps}[/] the sample ERP on {args.erp}, read by the {args.source} source")
         cluster = start_cluster(args.state_dir / "pg")
         stack.callback(cluster.destroy)
-        erp = start_erp(args.erp, args.source, cluster, args.state_dir / "erp", stack, console.print)
+        erp = start_erp(
+            args.erp, args.source, cluster, args.state_dir / "erp", stack, console.print, two_way=args.two_way
+        )
 
-        console.print("[bold]2/5[/] BottleCRM (first run installs it and migrates its database: a few minutes)")
-        crm = start_bottlecrm(cluster, args.state_dir / "crm")
+        mode = " with Celery + Redis for its webhooks" if args.two_way else ""
+        console.print(
+            f"[bold]2/{steps}[/] BottleCRM{mode} (first run installs it and migrates its database: a few minutes)"
+        )
+        crm = start_bottlecrm(cluster, args.state_dir / "crm", celery=args.two_way)
         stack.callback(crm.stop)
         console.print(f"      BottleCRM API at {crm.url}")
 
         metrics_port = free_port()
-        env = replicator_env(erp, crm, metrics_port)
+        secret = None
+        if args.two_way:
+            secret = register_webhook(crm, metrics_port)
+            console.print(
+                f"      webhook: account.*, contact.*, deal.* -> http://127.0.0.1:{metrics_port}{WEBHOOK_PATH}"
+            )
+        env = replicator_env(erp, crm, metrics_port, secret)
         config = str(erp.config)
-        console.print(f"[bold]3/5[/] replicator setup --config {config}")
+        console.print(f"[bold]3/{steps}[/] replicator setup --config {config}")
         cli(["setup", "--config", config], env, check=True)
 
-        console.print("[bold]4/5[/] replicator run (initial load, then streaming)")
+        console.print(f"[bold]4/{steps}[/] replicator run (initial load, then streaming)")
         log = open(args.state_dir / "replicator.log", "w")  # noqa: SIM115 - lives as long as the process
         stack.callback(log.close)
         proc = subprocess.Popen(
@@ -213,14 +241,23 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.25)
         wait_healthy_and_idle(metrics_port, proc, 120)
 
-        console.print("[bold]5/5[/] live changes: ERP commit -> visible in BottleCRM")
+        console.print(f"[bold]5/{steps}[/] live changes: ERP commit -> visible in BottleCRM")
         for what, seconds in live_changes(erp, crm):
             console.print(f"      {what:<38} {seconds * 1000:7.0f} ms")
         wait_healthy_and_idle(metrics_port, proc, 60)
+        if args.two_way:
+            console.print(f"[bold]6/{steps}[/] CRM edits: BottleCRM REST API -> webhook -> visible in the ERP")
+            try:
+                run_two_way(erp, crm, metrics_port, console.print)
+            except StepFailed as exc:
+                console.print(f"[red]FAILED[/]: {exc}; replicator log in {args.state_dir}/replicator.log")
+                return 1
+            wait_healthy_and_idle(metrics_port, proc, 60)
         console.print(f"metrics: http://127.0.0.1:{metrics_port}/metrics   health: /healthz")
 
         if not args.once:
-            console.print("running; edit the ERP (SQL prompt below) and watch BottleCRM. Ctrl-C stops everything.")
+            where = "the ERP (SQL prompt below) or BottleCRM" if args.two_way else "the ERP (SQL prompt below)"
+            console.print(f"running; edit {where} and watch the other side. Ctrl-C stops everything.")
             console.print(f"  {erp.shell}")
             console.print(f"  curl -H 'Authorization: Bearer {crm.token}' {crm.url}/api/accounts/")
             try:

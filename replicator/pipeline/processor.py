@@ -187,7 +187,11 @@ class Processor:
             payload_hash=op.payload_hash,
             position=str(p.target.change.position),
             id_changed=result.crm_id is not None and result.crm_id != op.crm_id,
-            record=self.guard.agreed(op.entity, op.external_id) if self.guard is not None else None,
+            record=(
+                self.guard.agreed(op.entity, op.external_id, op.object, result.crm_id or op.crm_id)
+                if self.guard is not None
+                else None
+            ),
         )
 
     def _fail(self, p: Planned, reason: str, attempts: int, records: list[SyncRecord], report: BatchReport) -> None:

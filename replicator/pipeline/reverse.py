@@ -14,6 +14,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -29,6 +31,7 @@ from replicator.mapping.reverse import ReverseEntity
 from replicator.ops import metrics
 from replicator.pipeline.processor import BatchReport, Interrupted
 from replicator.pipeline.retry import backoff
+from replicator.pipeline.two_way import CrmWrites
 from replicator.sinks.base import Action, CrmError, IntentLedger, Operation, Outcome, Result
 from replicator.sinks.erp.model import ChildWrite, ErpWriter, RowWrite, WriteRejected
 from replicator.state.store import StateStore
@@ -50,6 +53,12 @@ class CrmRecords(Protocol):
 
     def fetch(self, object: str, crm_id: str) -> dict[str, Any] | None: ...
     def modified_at(self, record: dict[str, Any]) -> datetime | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadAhead:
+    writes: int  # how often we had written the record when it was read (-1: the read failed)
+    record: dict[str, Any] | None
 
 
 class Rejected(Exception):
@@ -82,10 +91,15 @@ class ReverseProcessor:
         *,
         gate: threading.Lock | None = None,
         records: CrmRecords | None = None,
+        writes: CrmWrites | None = None,
+        readers: int = 4,
     ) -> None:
-        # With `records`, every change is applied to the record as the CRM holds it now, read
-        # under the gate: a snapshot taken earlier may already be overwritten by the other direction.
+        # With `records`, every change is applied to the record as the CRM holds it then. A batch's
+        # records are read ahead in parallel; one this process wrote to since is read again under
+        # the gate, so no decision rests on a snapshot our own write has overtaken.
         self.records = records
+        self.writes = writes or CrmWrites()
+        self.readers = max(1, readers)
         self.gate = gate or threading.Lock()  # shared with the ERP -> CRM processor
         self.reverse = dict(reverse)
         self.planner = planner
@@ -99,6 +113,7 @@ class ReverseProcessor:
 
     def process(self, changes: Sequence[Change], *, force: bool = False) -> BatchReport:
         report = BatchReport(changes=len(changes))
+        ahead = self._read_ahead(changes)
         for change in changes:
             obj = change.table.partition(".")[2]
             rent = self.reverse.get(obj)
@@ -110,7 +125,7 @@ class ReverseProcessor:
                 # One change at a time against the other direction: it holds the gate per change,
                 # not per batch, so a burst of CRM notifications does not hold up ERP changes.
                 with self.gate:
-                    outcome = self._apply(rent, obj, crm_id, change)
+                    outcome = self._apply(rent, obj, crm_id, change, ahead.get((obj, crm_id)))
             except (Rejected, WriteRejected, ExprEvalError) as exc:
                 self._dead_letter(rent, crm_id, change, str(exc))
                 report.dead_lettered += 1
@@ -166,9 +181,28 @@ class ReverseProcessor:
         return result
 
     # -- one change ----------------------------------------------------------
-    def _current(self, obj: str, crm_id: str, change: Change) -> dict[str, Any] | None:
+    def _read_ahead(self, changes: Sequence[Change]) -> dict[tuple[str, str], _ReadAhead]:
+        """The batch's CRM records, read in parallel before the changes are applied one by one."""
+        records = self.records
+        if records is None or len(changes) < 2:
+            return {}
+        wanted = {(obj, str(c.key[0])) for c in changes if (obj := c.table.partition(".")[2]) in self.reverse}
+
+        def read(target: tuple[str, str]) -> _ReadAhead:
+            count = self.writes.count(*target)
+            try:
+                return _ReadAhead(count, records.fetch(*target))
+            except CrmError:
+                return _ReadAhead(-1, None)  # read again, with retries, when applied
+
+        with ThreadPoolExecutor(min(self.readers, len(wanted)) or 1, thread_name_prefix="crm-read") as pool:
+            return dict(zip(wanted, pool.map(read, wanted), strict=True))
+
+    def _current(self, obj: str, crm_id: str, change: Change, ahead: _ReadAhead | None) -> dict[str, Any] | None:
         if self.records is None:
             return change.after
+        if ahead is not None and ahead.writes == self.writes.count(obj, crm_id):
+            return ahead.record
         attempt = 1
         while True:
             try:
@@ -184,9 +218,9 @@ class ReverseProcessor:
                     raise Interrupted() from None
                 attempt += 1
 
-    def _apply(self, rent: ReverseEntity, obj: str, crm_id: str, change: Change) -> str:
+    def _apply(self, rent: ReverseEntity, obj: str, crm_id: str, change: Change, ahead: _ReadAhead | None) -> str:
         position = str(change.position)
-        raw = self._current(obj, crm_id, change)
+        raw = self._current(obj, crm_id, change, ahead)
         if raw is None:
             return self._deleted(rent, obj, crm_id, position)
         if self.records is not None:
@@ -434,6 +468,8 @@ class ReverseProcessor:
         while True:
             result = self.crm.apply([op], self.store)[0]
             if result.outcome is Outcome.OK:
+                if op.crm_id:
+                    self.writes.wrote(op.object, op.crm_id)
                 return
             if result.outcome is Outcome.PERMANENT or attempt >= self.retry.max_attempts:
                 raise Rejected(f"the CRM refused the record: {result.error}")

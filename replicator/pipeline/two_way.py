@@ -9,6 +9,7 @@ left out of the update. Fields under erp_wins are sent without that read.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -23,6 +24,23 @@ from replicator.sinks.base import Action
 from replicator.state.twoway import TwoWayStore
 
 log = structlog.get_logger()
+
+
+class CrmWrites:
+    """How often this process wrote each CRM record: a CRM record read before a number
+    changed may predate our own write, and is read again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def wrote(self, object: str, crm_id: str) -> None:
+        with self._lock:
+            self._counts[(object, crm_id)] = self._counts.get((object, crm_id), 0) + 1
+
+    def count(self, object: str, crm_id: str) -> int:
+        with self._lock:
+            return self._counts.get((object, crm_id), 0)
 
 
 class ReadableCrm(Protocol):
@@ -42,7 +60,14 @@ def _instant(value: Any) -> datetime | None:
 
 
 class ForwardGuard:
-    def __init__(self, reverse: Mapping[str, ReverseEntity], two_way: TwoWayStore, crm: ReadableCrm) -> None:
+    def __init__(
+        self,
+        reverse: Mapping[str, ReverseEntity],
+        two_way: TwoWayStore,
+        crm: ReadableCrm,
+        writes: CrmWrites | None = None,
+    ) -> None:
+        self.writes = writes or CrmWrites()
         self.by_entity = {r.name: r for r in reverse.values()}
         self.two_way = two_way
         self.crm = crm
@@ -126,6 +151,8 @@ class ForwardGuard:
             log.info("field kept from the CRM", entity=rent.name, erp_key=op.external_id, field=rf.name, take=d.take)
         return drop
 
-    def agreed(self, entity: str, external_id: str) -> dict[str, Any] | None:
+    def agreed(self, entity: str, external_id: str, object: str, crm_id: str | None) -> dict[str, Any] | None:
         """The values both sides hold once the reviewed upsert is acknowledged."""
+        if crm_id is not None:
+            self.writes.wrote(object, crm_id)
         return self._agreed.pop((entity, external_id), None)

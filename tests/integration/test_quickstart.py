@@ -3,7 +3,8 @@ sample reaches the real BottleCRM and `replicator reconcile` finds no difference
 
 These are the project's end-to-end runs of the Debezium paths (PostgreSQL or MariaDB ->
 Kafka Connect with Debezium -> broker -> Kafka source -> BottleCRM) and of the MariaDB
-binary-log path, through the same command users run.
+binary-log path, through the same command users run; and of two-way sync (`--two-way`):
+BottleCRM's real webhooks back into the ERP.
 """
 
 from __future__ import annotations
@@ -29,6 +30,43 @@ pytestmark = pytest.mark.integration
     ids=["postgres-debezium", "mariadb-binlog", "mariadb-debezium"],
 )
 def test_quickstart_once_reconciles_clean(args: list[str], tmp_path: Path) -> None:
+    out, detail = _quickstart(args, tmp_path)
+    assert "OK: the CRM holds every sample row exactly as mapped" in out, detail
+    # Every live change was seen in the CRM (the quickstart times each one and fails on a timeout).
+    for change in ("insert customer", "update product price", "change primary email", "delete order"):
+        assert change in out, detail
+    if "--source" in args:
+        config = (tmp_path / "erp" / "replicator.yaml").read_text()
+        assert "kind: kafka" in config
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["--erp", "mariadb"], ["--source", "debezium"]],
+    ids=["postgres-slot", "mariadb-binlog", "postgres-debezium"],
+)
+def test_quickstart_two_way_once_reconciles_clean(args: list[str], tmp_path: Path) -> None:
+    out, detail = _quickstart(["--two-way", *args], tmp_path)
+    assert "OK: the CRM holds every sample row exactly as mapped" in out, detail
+    # Each step waits for its result on the other side and fails the run when it does not come.
+    for step in (
+        "insert customer",
+        "account website + industry",
+        "contact first name + title",
+        "ping-pong: 20 alternating edits",
+        "one write per edit, none in quiet",
+        "won deal -> sales order",
+        "deal carries SO-",
+    ):
+        assert step in out, detail
+    assert "FAILED" not in out, detail
+    if "--source" in args:
+        config = (tmp_path / "erp" / "replicator.yaml").read_text()
+        assert "kind: kafka" in config and "webhooks:" in config, config
+
+
+def _quickstart(args: list[str], tmp_path: Path) -> tuple[str, str]:
+    """Runs `script/quickstart --once ARGS`; asserts exit 0; returns (output, detail for assertions)."""
     run = subprocess.run(
         [sys.executable, "-m", "replicator.devstack.quickstart", "--once", "--state-dir", str(tmp_path), *args],
         cwd=ROOT,
@@ -40,10 +78,4 @@ def test_quickstart_once_reconciles_clean(args: list[str], tmp_path: Path) -> No
     log = tmp_path / "replicator.log"
     detail = out[-4000:] + ("\n--- replicator.log:\n" + log.read_text()[-4000:] if log.exists() else "")
     assert run.returncode == 0, detail
-    assert "OK: the CRM holds every sample row exactly as mapped" in out, detail
-    # Every live change was seen in the CRM (the quickstart times each one and fails on a timeout).
-    for change in ("insert customer", "update product price", "change primary email", "delete order"):
-        assert change in out, detail
-    if "--source" in args:
-        config = (tmp_path / "erp" / "replicator.yaml").read_text()
-        assert "kind: kafka" in config
+    return out, detail

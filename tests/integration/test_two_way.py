@@ -190,6 +190,7 @@ def test_conflicts_follow_each_fields_policy(two_way: TwoWayStack) -> None:
     assert "+1 555 0100" in listed.stdout and "+2 555 0200" in listed.stdout
     assert s.erp("SELECT phone FROM contacts WHERE id = 6") == [("+1 555 0100",)]
     assert (s.sink.lookup("contact", "CONT-6") or {}).get("phone") == "+2 555 0200"
+    assert "open conflicts: 1" in s.cli("status").stdout
     conflict_id = s.sql("SELECT id FROM replicator.conflicts WHERE status = 'open' AND field = 'phone'")[0][0]
     s.stop()  # resolve works beside or without the service
     resolved = s.cli("conflicts", "resolve", str(conflict_id), "--take", "crm")

@@ -50,7 +50,7 @@ import psycopg
 
 from replicator.devstack.bottlecrm import start_bottlecrm
 from replicator.devstack.postgres import free_port, start_cluster
-from replicator.devstack.quickstart import cli, replicator_env, wait_healthy_and_idle
+from replicator.devstack.quickstart import cli, wait_healthy_and_idle
 from replicator.devstack.sample_erp import load_sample_erp
 
 CONFIG = c.CONFIG
@@ -159,7 +159,13 @@ def main() -> int:
         c.say(f"PostgreSQL + BottleCRM up in {results['stack_start_seconds']:.1f} s ({crm.url}); workdir {base}")
 
         metrics_port = free_port()
-        env = replicator_env(erp_dsn, crm, metrics_port)
+        env = {
+            **os.environ,
+            "ERP_DSN": erp_dsn,
+            "BOTTLECRM_URL": crm.url,
+            "BOTTLECRM_TOKEN": crm.token,
+            "REPLICATOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
+        }
         setup = cli(["setup", "--config", str(CONFIG)], env, capture_output=True)
         if setup.returncode != 0:
             raise RuntimeError(f"replicator setup failed:\n{setup.stdout}\n{setup.stderr}")

@@ -149,8 +149,11 @@ class CrmToErpService:
         from replicator.ops import metrics
 
         def sample() -> None:
-            metrics.INBOX_BACKLOG.labels(self.tw.crm_name).set(self.tw.inbox.backlog(self.tw.crm_name))
+            backlog = self.tw.inbox.backlog(self.tw.crm_name)
+            metrics.INBOX_BACKLOG.labels(self.tw.crm_name).set(backlog)
             metrics.CONFLICTS_OPEN.set(self.tw.two_way.open_conflicts())
+            # CRM changes stored but not yet read are pending work too: /healthz must not call it idle.
+            self.health.set_waiting(backlog)
 
         return [sample]
 
@@ -190,7 +193,7 @@ class CrmToErpService:
         assert isinstance(cfg.crm, BottleCrmConfig) and self.tw.writer is not None
         reader = open_reader(cfg)
         store = StateStore(cfg.state_dsn)
-        inbox = Inbox(cfg.state_dsn)
+        inbox = Inbox(cfg.state_dsn, self.tw.inbox.arrived)  # woken by the webhook receiver's stores
         poller_thread = None
         try:
             if cfg.crm.poll.interval_s > 0:

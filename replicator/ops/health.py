@@ -24,6 +24,7 @@ class Health:
         self._children: list[Health] = []
         self._lock = threading.Lock()
         self._pending = 0
+        self._waiting = 0
         self._last_progress = time.monotonic()
         self._source_ok = False
         self._source_error: str | None = None
@@ -42,6 +43,11 @@ class Health:
     def source_failed(self, error: str) -> None:
         with self._lock:
             self._source_ok, self._source_error = False, error
+
+    def set_waiting(self, n: int) -> None:
+        """Work stored outside the pipeline's queue (e.g. an inbox table), counted as pending."""
+        with self._lock:
+            self._waiting = n
 
     def set_pending(self, n: int) -> None:
         with self._lock:
@@ -64,13 +70,13 @@ class Health:
             reasons = []
             if not self._source_ok:
                 reasons.append(f"source not connected: {self._source_error or 'starting'}")
-            if self._pending > 0 and idle_for > self.stall_timeout_s:
+            pending = self._pending + self._waiting
+            if pending > 0 and idle_for > self.stall_timeout_s:
                 reasons.append(
-                    f"stalled: {self._pending} events pending and nothing acknowledged for {idle_for:.0f}s "
+                    f"stalled: {pending} events pending and nothing acknowledged for {idle_for:.0f}s "
                     f"(limit {self.stall_timeout_s:.0f}s)"
                 )
             children = list(self._children)
-            pending = self._pending
         for part in children:
             seen = part.verdict()
             reasons += [f"{part.name}: {r}" for r in seen.reasons]

@@ -31,7 +31,10 @@ class InboxEntry:
 class Inbox:
     """One connection, guarded by a lock: the HTTP server's threads share it."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, arrived: threading.Event | None = None) -> None:
+        # Set on every stored notification: a reader in the same process wakes at once instead
+        # of at its next poll of the table (other processes' readers still poll).
+        self.arrived = arrived or threading.Event()
         self._dsn = dsn
         self._conn = psycopg.connect(dsn, autocommit=True, application_name="replicator-inbox")
         self._lock = threading.Lock()
@@ -57,6 +60,8 @@ class Inbox:
             "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (crm, delivery_id) DO NOTHING RETURNING seq",
             (crm, delivery_id, event, object, crm_id, Jsonb(payload)),
         ).fetchone()
+        if row is not None:
+            self.arrived.set()
         return row is not None
 
     def pending(self, crm: str, exclude: list[int], limit: int) -> list[InboxEntry]:

@@ -176,7 +176,8 @@ class InboxSource:
             remaining = deadline - time.monotonic()
             if entries or remaining <= 0:
                 return entries
-            time.sleep(min(_POLL_S, remaining))
+            if self.inbox.arrived.wait(min(_POLL_S, remaining)):
+                self.inbox.arrived.clear()
 
     def read(self, timeout: float, max_changes: int = 1000) -> list[Change]:
         entries = self._pending(timeout, max(1, max_changes))

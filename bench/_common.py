@@ -129,3 +129,41 @@ def example_config_text(**overrides: Any) -> str:
 
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def run_until_backfilled(config: Path, env: dict[str, str], erp_dsn: str, log_path: Path, metrics_port: int) -> Any:
+    """`replicator setup`, then `replicator run` as a process, returned once its initial backfill
+    is done and the pipeline is idle."""
+    import contextlib
+
+    import psycopg
+
+    from replicator.devstack.quickstart import cli, wait_healthy_and_idle
+
+    setup = cli(["setup", "--config", str(config)], env, capture_output=True)
+    if setup.returncode != 0:
+        raise RuntimeError(f"replicator setup failed:\n{setup.stdout}\n{setup.stderr}")
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "replicator.cli", "run", "--config", str(config)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    deadline = time.monotonic() + 300
+    with psycopg.connect(erp_dsn, autocommit=True) as conn:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"replicator exited ({proc.returncode}); log {log_path}")
+            with contextlib.suppress(psycopg.Error):
+                done = conn.execute(
+                    "SELECT count(*) FROM replicator.checkpoints WHERE stream LIKE 'backfill:%%' AND position = 'done'"
+                ).fetchone()
+                if done and done[0] == 4:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"backfill not done after 300 s; log {log_path}")
+            time.sleep(0.2)
+    wait_healthy_and_idle(metrics_port, proc, 120)
+    return proc

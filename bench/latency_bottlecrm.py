@@ -31,14 +31,12 @@ Prints p50/p95/p99 and writes JSON to bench/results/.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -50,7 +48,6 @@ import psycopg
 
 from replicator.devstack.bottlecrm import start_bottlecrm
 from replicator.devstack.postgres import free_port, start_cluster
-from replicator.devstack.quickstart import cli, wait_healthy_and_idle
 from replicator.devstack.sample_erp import load_sample_erp
 
 CONFIG = c.CONFIG
@@ -166,35 +163,11 @@ def main() -> int:
             "BOTTLECRM_TOKEN": crm.token,
             "REPLICATOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
         }
-        setup = cli(["setup", "--config", str(CONFIG)], env, capture_output=True)
-        if setup.returncode != 0:
-            raise RuntimeError(f"replicator setup failed:\n{setup.stdout}\n{setup.stderr}")
         log_path = base / "replicator.log"
         t = time.perf_counter()
-        with log_path.open("w") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "replicator.cli", "run", "--config", str(CONFIG)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+        proc = c.run_until_backfilled(CONFIG, env, erp_dsn, log_path, metrics_port)
         conn = psycopg.connect(erp_dsn, autocommit=True)
         poll = psycopg.connect(erp_dsn, autocommit=True)
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"replicator exited ({proc.returncode}); log {log_path}")
-            with contextlib.suppress(psycopg.Error):
-                done = poll.execute(
-                    "SELECT count(*) FROM replicator.checkpoints WHERE stream LIKE 'backfill:%%' AND position = 'done'"
-                ).fetchone()
-                if done and done[0] == 4:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"backfill not done after 300 s; log {log_path}")
-            time.sleep(0.2)
-        wait_healthy_and_idle(metrics_port, proc, 120)
         results["backfill_seconds"] = time.perf_counter() - t
         c.say(f"backfill done and idle after {results['backfill_seconds']:.1f} s; measuring {k_updates} updates")
 

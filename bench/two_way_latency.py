@@ -35,12 +35,10 @@ Prints p50/p90/p99/max and writes JSON to bench/results/.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -54,7 +52,7 @@ from latency_bottlecrm import bucket_quantile, histogram_delta, scrape
 
 from replicator.devstack.bottlecrm import start_bottlecrm
 from replicator.devstack.postgres import free_port, start_cluster
-from replicator.devstack.quickstart import cli, wait_healthy_and_idle
+from replicator.devstack.quickstart import wait_healthy_and_idle
 from replicator.devstack.quickstart_two_way import register_webhook
 from replicator.devstack.sample_erp import EXAMPLE, load_sample_erp
 from replicator.sinks.bottlecrm import BottleCrmSink
@@ -164,34 +162,10 @@ def main() -> int:
             "BOTTLECRM_POLL_INTERVAL_S": "0",  # the webhook path only
             "REPLICATOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
         }
-        setup = cli(["setup", "--config", str(CONFIG)], env, capture_output=True)
-        if setup.returncode != 0:
-            raise RuntimeError(f"replicator setup failed:\n{setup.stdout}\n{setup.stderr}")
         log_path = base / "replicator.log"
         t = time.perf_counter()
-        with log_path.open("w") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "replicator.cli", "run", "--config", str(CONFIG)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+        proc = c.run_until_backfilled(CONFIG, env, erp_dsn, log_path, metrics_port)
         conn = psycopg.connect(erp_dsn, autocommit=True)
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"replicator exited ({proc.returncode}); log {log_path}")
-            with contextlib.suppress(psycopg.Error):
-                done = conn.execute(
-                    "SELECT count(*) FROM replicator.checkpoints WHERE stream LIKE 'backfill:%%' AND position = 'done'"
-                ).fetchone()
-                if done and done[0] == 4:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"backfill not done after 300 s; log {log_path}")
-            time.sleep(0.2)
-        wait_healthy_and_idle(metrics_port, proc, 120)
         # The backfill's own creates come back as webhooks (account.created ...) and are checked
         # as echoes one by one; /healthz does not count them, and the first edit would wait behind them.
         wait_until(

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from replicator.change import Change, Op, Position
+from replicator.mapping.conflict import same
 from replicator.mapping.entity import Entity
 from replicator.mapping.plan import Planner, Target, no_hashes
 from replicator.mapping.reader import RowReader
@@ -39,17 +39,7 @@ class EntityReport:
 
 def values_equal(expected: Any, actual: Any) -> bool:
     """CRMs echo values back in their own spelling: 12.30 vs "12.3", "" vs null."""
-    if expected in (None, "") and actual in (None, ""):
-        return True
-    if expected is None or actual is None:
-        return False
-    if isinstance(expected, bool) or isinstance(actual, bool):
-        return str(expected).lower() == str(actual).lower()
-    try:
-        return Decimal(str(expected)) == Decimal(str(actual))
-    except (InvalidOperation, ValueError):
-        pass
-    return str(expected).strip() == str(actual).strip()
+    return same(expected, actual)
 
 
 def expected_records(

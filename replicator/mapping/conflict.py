@@ -8,7 +8,7 @@ last sync. Only a field both sides changed to different values is a conflict.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
@@ -54,6 +54,19 @@ def same(a: Any, b: Any) -> bool:
         except (InvalidOperation, ValueError):
             return a.strip() == b.strip()
     return bool(a == b)
+
+
+def instant(value: Any) -> datetime | None:
+    """A modification time as an aware datetime (ISO text from a CRM, or a value from the ERP);
+    a naive one is taken as UTC, anything else is unknown (None)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _empty(value: Any) -> bool:

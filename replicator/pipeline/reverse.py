@@ -16,14 +16,14 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
 
 from replicator.change import Change, Op, Position, Row
 from replicator.config.model import RetryConfig
-from replicator.mapping.conflict import Take, decide, same
+from replicator.mapping.conflict import Take, decide, instant, same
 from replicator.mapping.expr import ExprEvalError
 from replicator.mapping.plan import Planner, Target, make_operation, no_hashes
 from replicator.mapping.reader import RowReader
@@ -63,17 +63,6 @@ class _ReadAhead:
 
 class Rejected(Exception):
     """This change cannot be applied as it is: dead-letter it with the reason."""
-
-
-def _instant(value: Any) -> datetime | None:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class ReverseProcessor:
@@ -241,8 +230,8 @@ class ReverseProcessor:
         erp_rec = self._forward(rent, row)
         base = self.two_way.last_record(rent.name, str(ext))
         parked = self.two_way.open_fields(rent.name, str(ext))
-        erp_ts = _instant(rent.erp_ts({None: row})) if rent.erp_ts is not None else None
-        crm_ts = _instant(raw.get(rent.crm_ts_field))
+        erp_ts = instant(rent.erp_ts({None: row})) if rent.erp_ts is not None else None
+        crm_ts = instant(raw.get(rent.crm_ts_field))
         values: dict[str, Any] = {}
         crm_changed = False
         for rf in rent.fields.values():

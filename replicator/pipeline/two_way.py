@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
-from replicator.mapping.conflict import Take, decide, same
+from replicator.mapping.conflict import Take, decide, instant, same
 from replicator.mapping.plan import Planned, make_operation
 from replicator.mapping.reverse import ReverseEntity
 from replicator.ops import metrics
@@ -46,17 +45,6 @@ class CrmWrites:
 class ReadableCrm(Protocol):
     def get(self, object: str, crm_id: str) -> dict[str, Any] | None: ...
     def comparable(self, object: str, raw: dict[str, Any]) -> dict[str, Any]: ...
-
-
-def _instant(value: Any) -> datetime | None:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class ForwardGuard:
@@ -116,10 +104,10 @@ class ForwardGuard:
             return set()  # gone from the CRM: the upsert re-creates it with the ERP's values
         crm = self.crm.comparable(rent.object, raw)
         row = p.target.row or {}
-        erp_ts = _instant(rent.erp_ts({None: row})) if rent.erp_ts is not None and row else None
+        erp_ts = instant(rent.erp_ts({None: row})) if rent.erp_ts is not None and row else None
         if erp_ts is None and p.target.change.commit_ts is not None:
             erp_ts = p.target.change.commit_ts
-        crm_ts = _instant(raw.get(rent.crm_ts_field))
+        crm_ts = instant(raw.get(rent.crm_ts_field))
         drop = set()
         for rf in guarded:
             d = decide(

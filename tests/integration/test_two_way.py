@@ -10,25 +10,15 @@ import httpx
 import orjson
 import psycopg
 
-from tests.fixtures.two_way import TwoWayStack
-
-
-def _lines(stack: TwoWayStack, *names: str) -> str:
-    return "\n".join(line for line in stack.metrics().splitlines() if any(n in line for n in names) and "#" not in line)
-
-
-def _crm_id(stack: TwoWayStack, object: str, external_id: str) -> str:
-    found = stack.sink.lookup(object, external_id)
-    assert found is not None, f"{object} {external_id} is not in the CRM"
-    return str(found["id"])
+from tests.fixtures.two_way import TwoWayStack, patch
 
 
 def test_crm_edits_reach_the_erp_and_erp_edits_do_not_come_back(two_way: TwoWayStack) -> None:
     s = two_way
     s.start()
     s.wait_backfilled()
-    account = _crm_id(s, "account", "CUST-3")
-    contact = _crm_id(s, "contact", "CONT-5")
+    account = s.crm_id("account", "CUST-3")
+    contact = s.crm_id("contact", "CONT-5")
 
     # CRM -> ERP, through the webhook
     with s.crm_api as api:
@@ -47,7 +37,9 @@ def test_crm_edits_reach_the_erp_and_erp_edits_do_not_come_back(two_way: TwoWayS
     # Our ERP write carries the replication origin: the slot source drops it, nothing goes back.
     s.wait_idle()
     assert s.metric("replicator_echoes_suppressed_total", direction="erp_to_crm", by="origin") >= 2
-    assert s.metric("replicator_erp_writes_total", outcome="ok") == 2, _lines(s, "erp_writes", "events_out", "echoes")
+    assert s.metric("replicator_erp_writes_total", outcome="ok") == 2, s.metric_lines(
+        "erp_writes", "events_out", "echoes"
+    )
 
     # ERP -> CRM; the CRM's webhook for our own write is recognised and dropped.
     s.erp("UPDATE customers SET name = 'Renamed in the ERP' WHERE id = 3")
@@ -63,11 +55,6 @@ def test_crm_edits_reach_the_erp_and_erp_edits_do_not_come_back(two_way: TwoWayS
     assert s.cli("reconcile").returncode == 0
 
 
-def _patch(api: Any, path: str, body: dict[str, Any]) -> None:
-    r = api.patch(path, json=body)
-    assert r.status_code < 300, f"PATCH {path}: {r.status_code} {r.text[:300]}"
-
-
 def _crm_get(api: Any, path: str, key: str) -> dict[str, Any]:
     r = api.get(path)
     assert r.status_code == 200, r.text[:300]
@@ -81,7 +68,7 @@ def test_ping_pong_1000_alternating_edits_one_write_each_then_quiet(two_way: Two
     s.start()
     s.wait_backfilled()
     lanes, rounds = 10, 100
-    crm_ids = {c: _crm_id(s, "account", f"CUST-{c}") for c in range(1, lanes + 1)}
+    crm_ids = {c: s.crm_id("account", f"CUST-{c}") for c in range(1, lanes + 1)}
     crm_writes = lambda: s.metric("replicator_crm_responses_total", method="PATCH", resource="account")  # noqa: E731
     erp_writes = lambda: s.metric("replicator_erp_writes_total", table="public.customers", outcome="ok")  # noqa: E731
     crm_before, erp_before = crm_writes(), erp_writes()
@@ -97,7 +84,7 @@ def test_ping_pong_1000_alternating_edits_one_write_each_then_quiet(two_way: Two
                     if from_erp:
                         s.erp("UPDATE customers SET name = %s WHERE id = %s", (name, customer))
                     else:
-                        _patch(api, f"/accounts/{crm_ids[customer]}/", {"name": name})
+                        patch(api, f"/accounts/{crm_ids[customer]}/", {"name": name})
                     while not _arrived(s, customer, crm_ids[customer], name, from_erp):
                         if time.monotonic() > deadline:
                             raise AssertionError(f"edit {i} of customer {customer} ({name}) never arrived")
@@ -115,14 +102,14 @@ def test_ping_pong_1000_alternating_edits_one_write_each_then_quiet(two_way: Two
     assert not errors, errors[:3]
     edits_each_side = lanes * rounds // 2
     s.wait_idle()
-    s.wait_for("an empty inbox", lambda: s.metric("replicator_inbox_backlog") == 0 or _backlog(s) == 0, 60)
+    s.wait_for("an empty inbox", lambda: s.metric("replicator_inbox_backlog") == 0 or s.backlog() == 0, 60)
     time.sleep(5)  # quiet: late webhooks of our own writes must not start anything
-    assert crm_writes() - crm_before == edits_each_side, _lines(s, "crm_responses", "erp_writes", "echoes")
-    assert erp_writes() - erp_before == edits_each_side, _lines(s, "crm_responses", "erp_writes", "echoes")
+    assert crm_writes() - crm_before == edits_each_side, s.metric_lines("crm_responses", "erp_writes", "echoes")
+    assert erp_writes() - erp_before == edits_each_side, s.metric_lines("crm_responses", "erp_writes", "echoes")
     quiet = (crm_writes(), erp_writes())
     time.sleep(5)
     assert (crm_writes(), erp_writes()) == quiet
-    assert _backlog(s) == 0
+    assert s.backlog() == 0
     # Each ERP edit's webhook came back and was recognised; each CRM edit's ERP write was dropped by origin.
     assert s.metric("replicator_echoes_suppressed_total", direction="crm_to_erp", by="ledger") >= edits_each_side
     assert s.metric("replicator_echoes_suppressed_total", direction="erp_to_crm", by="origin") >= edits_each_side
@@ -138,17 +125,13 @@ def _arrived(s: TwoWayStack, customer: int, crm_id: str, name: str, from_erp: bo
     return s.erp("SELECT name FROM customers WHERE id = %s", (customer,)) == [(name,)]
 
 
-def _backlog(s: TwoWayStack) -> int:
-    return int(s.sql("SELECT count(*) FROM replicator.inbox WHERE processed_at IS NULL")[0][0])
-
-
 def test_conflicts_follow_each_fields_policy(two_way: TwoWayStack) -> None:
     s = two_way
     s.env["BOTTLECRM_POLL_INTERVAL_S"] = "2"  # the poller brings CRM edits made while we were down
     s.start()
     s.wait_backfilled()
-    account = _crm_id(s, "account", "CUST-4")
-    older, newer = _crm_id(s, "contact", "CONT-6"), _crm_id(s, "contact", "CONT-7")
+    account = s.crm_id("account", "CUST-4")
+    older, newer = s.crm_id("contact", "CONT-6"), s.crm_id("contact", "CONT-7")
     s.stop()
     # Both sides edit the same fields while the replicator is down.
     s.erp("UPDATE customers SET name = 'Name from ERP', website = 'https://erp.example', notes = NULL WHERE id = 4")
@@ -158,13 +141,13 @@ def test_conflicts_follow_each_fields_policy(two_way: TwoWayStack) -> None:
     )
     s.erp("UPDATE contacts SET first_name = 'ErpNew', updated_at = now() + interval '2 hours' WHERE id = 7")
     with s.crm_api as api:
-        _patch(
+        patch(
             api,
             f"/accounts/{account}/",
             {"name": "Name from CRM", "website": "https://crm.example", "description": "Kept from the CRM"},
         )
-        _patch(api, f"/contacts/{older}/", {"phone": "+2 555 0200", "first_name": "CrmNew"})
-        _patch(api, f"/contacts/{newer}/", {"first_name": "CrmOld"})
+        patch(api, f"/contacts/{older}/", {"phone": "+2 555 0200", "first_name": "CrmNew"})
+        patch(api, f"/contacts/{newer}/", {"first_name": "CrmOld"})
     s.start()
 
     def account_state() -> tuple[Any, ...]:
@@ -206,8 +189,8 @@ def test_won_deal_becomes_one_sales_order_and_erp_status_updates_the_deal(two_wa
     s = two_way
     s.start()
     s.wait_backfilled()
-    account = _crm_id(s, "account", "CUST-2")
-    product = _crm_id(s, "product", "SKU-1003")
+    account = s.crm_id("account", "CUST-2")
+    product = s.crm_id("product", "SKU-1003")
     with s.crm_api as api:
         r = api.post(
             "/opportunities/",
@@ -228,7 +211,7 @@ def test_won_deal_becomes_one_sales_order_and_erp_status_updates_the_deal(two_wa
         # Not won yet: nothing in the ERP.
         time.sleep(2)
         assert s.erp("SELECT count(*) FROM sales_orders WHERE crm_ref = %s", (deal,)) == [(0,)]
-        _patch(api, f"/opportunities/{deal}/", {"stage": "CLOSED_WON", "closed_on": "2026-12-01", "amount": "120.00"})
+        patch(api, f"/opportunities/{deal}/", {"stage": "CLOSED_WON", "closed_on": "2026-12-01", "amount": "120.00"})
     order = s.wait_for(
         "the sales order from the won deal",
         lambda: s.erp(
@@ -259,7 +242,7 @@ def test_won_deal_becomes_one_sales_order_and_erp_status_updates_the_deal(two_wa
             "Content-Type": "application/json",
         }
         assert httpx.post(url, content=body, headers=headers, timeout=10).status_code == 200
-    s.wait_for("the replay processed", lambda: _backlog(s) == 0)
+    s.wait_for("the replay processed", lambda: s.backlog() == 0)
     s.wait_idle()
     assert s.erp("SELECT count(*) FROM sales_orders WHERE crm_ref = %s", (deal,)) == [(1,)]
     assert s.erp("SELECT count(*) FROM sales_order_lines WHERE order_id = %s", (order_id,)) == [(1,)]

@@ -11,21 +11,9 @@ import httpx
 import orjson
 
 from replicator.sources.crm.signature import sign_bottlecrm
-from tests.fixtures.two_way import TwoWayStack
+from tests.fixtures.two_way import TwoWayStack, patch
 
 REJECTED = ("unsigned", "forged", "stale")
-
-
-def _crm_id(stack: TwoWayStack, object: str, external_id: str) -> str:
-    found = stack.sink.lookup(object, external_id)
-    assert found is not None, f"{object} {external_id} is not in the CRM"
-    return str(found["id"])
-
-
-def _patch(api: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:
-    r = api.patch(path, json=body)
-    assert r.status_code < 300, f"PATCH {path}: {r.status_code} {r.text[:300]}"
-    return r
 
 
 def _post(s: TwoWayStack, body: bytes, *, delivery: str | None, event: str, signature: str | None) -> httpx.Response:
@@ -56,12 +44,8 @@ def _inbox(s: TwoWayStack, delivery: str) -> int:
     return int(s.sql("SELECT count(*) FROM replicator.inbox WHERE delivery_id = %s", (delivery,))[0][0])
 
 
-def _backlog(s: TwoWayStack) -> int:
-    return int(s.sql("SELECT count(*) FROM replicator.inbox WHERE processed_at IS NULL")[0][0])
-
-
 def _settled(s: TwoWayStack) -> None:
-    s.wait_for("an empty inbox", lambda: _backlog(s) == 0)
+    s.wait_for("an empty inbox", lambda: s.backlog() == 0)
     s.wait_idle()
 
 
@@ -76,12 +60,12 @@ def test_requests_not_signed_by_the_crm_are_refused_and_signed_junk_is_dead_lett
     s = two_way
     s.start()
     s.wait_backfilled()
-    account = _crm_id(s, "account", "CUST-3")
+    account = s.crm_id("account", "CUST-3")
     # With the CRM's own webhook gone (and polling off), the CRM edit below reaches the ERP
     # only if one of our requests is believed.
     assert s.crm.delete_webhooks() >= 1
     with s.crm_api as api:
-        _patch(api, f"/accounts/{account}/", {"website": "https://only-if-believed.example"})
+        patch(api, f"/accounts/{account}/", {"website": "https://only-if-believed.example"})
     website_before = s.erp("SELECT website FROM customers WHERE id = 3")
     assert website_before != [("https://only-if-believed.example",)]
     inbox_before = int(s.sql("SELECT count(*) FROM replicator.inbox")[0][0])
@@ -162,8 +146,8 @@ def test_crm_text_reaches_the_erp_verbatim_and_nul_does_not(two_way: TwoWayStack
     s = two_way
     s.start()
     s.wait_backfilled()
-    account = _crm_id(s, "account", "CUST-3")
-    contact = _crm_id(s, "contact", "CONT-5")
+    account = s.crm_id("account", "CUST-3")
+    contact = s.crm_id("contact", "CONT-5")
     customers = s.erp("SELECT count(*) FROM customers")[0][0]
     filler = "".join(f"{i:05d} lorem ipsum ünïcode 🚀\n" for i in range(4200))
     description = f"{SQL}\n{QUOTES}\n{UNICODE}\n{filler}".strip()  # DRF trims the ends
@@ -171,8 +155,8 @@ def test_crm_text_reaches_the_erp_verbatim_and_nul_does_not(two_way: TwoWayStack
     title = f"{SQL} {QUOTES} {UNICODE}".strip()
     first_name = "Zoë 🚀 O'Brien; DROP TABLE contacts"
     with s.crm_api as api:
-        _patch(api, f"/accounts/{account}/", {"description": description})
-        _patch(api, f"/contacts/{contact}/", {"title": title, "first_name": first_name})
+        patch(api, f"/accounts/{account}/", {"description": description})
+        patch(api, f"/contacts/{contact}/", {"title": title, "first_name": first_name})
         # What the CRM kept is what must arrive; check it kept what we sent.
         stored = api.get(f"/accounts/{account}/").json()["account_obj"]["description"]
         assert stored == description, "BottleCRM changed the description on its own"
@@ -216,13 +200,13 @@ def test_polling_brings_crm_edits_when_the_webhook_is_gone(two_way: TwoWayStack)
     s.env["BOTTLECRM_POLL_INTERVAL_S"] = "2"
     s.start()
     s.wait_backfilled()
-    account = _crm_id(s, "account", "CUST-5")
+    account = s.crm_id("account", "CUST-5")
     assert s.crm.delete_webhooks() >= 1
     _settled(s)
     last_seq = int(s.sql("SELECT coalesce(max(seq), 0) FROM replicator.inbox")[0][0])
     polled_before = s.metric("replicator_crm_polled_total", object="account")
     with s.crm_api as api:
-        _patch(api, f"/accounts/{account}/", {"website": "https://found-by-polling.example", "industry": "TECHNOLOGY"})
+        patch(api, f"/accounts/{account}/", {"website": "https://found-by-polling.example", "industry": "TECHNOLOGY"})
     s.wait_for(
         "the polled edit in the ERP",
         lambda: (

@@ -273,8 +273,10 @@ class ReverseProcessor:
             if not same(crm.get(lk.field), erp_rec.get(lk.field)):
                 values.update(self._parent_columns(rent, lk.entity, lk.columns, crm.get(lk.field), lk.required, obj))
         if base is not None and not crm_changed:
-            metrics.ECHOES_SUPPRESSED.labels("crm_to_erp", "ledger").inc()
-            return "echo"
+            if all(same(crm[f], v) for f, v in base.items() if f in crm):
+                metrics.ECHOES_SUPPRESSED.labels("crm_to_erp", "ledger").inc()
+                return "echo"  # the CRM holds what both sides agreed on: our own write coming back
+            return "ignored"  # only fields the ERP owns (erp_to_crm) changed in the CRM
         outcome = "unchanged"
         if values:
             written = self.writer.write(

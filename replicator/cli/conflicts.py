@@ -75,7 +75,7 @@ def conflicts_resolve(
             raise typer.Exit(1)
         processor = ReverseProcessor(
             tw.reverse, parts.planner, parts.reader, parts.store, tw.two_way, tw.writer, parts.sink,
-            parts.config.pipeline.retry,
+            parts.config.pipeline.retry, records=tw.records,
         )  # fmt: skip
         try:
             processor.resolve(found[0], take)

@@ -23,7 +23,7 @@ import structlog
 
 from replicator.change import Change, Op, Position, Row
 from replicator.config.model import RetryConfig
-from replicator.mapping.conflict import Take, decide, instant, same
+from replicator.mapping.conflict import Take, instant, same
 from replicator.mapping.expr import ExprEvalError
 from replicator.mapping.plan import Planner, Target, make_operation, no_hashes
 from replicator.mapping.reader import RowReader
@@ -31,7 +31,7 @@ from replicator.mapping.reverse import ReverseEntity
 from replicator.ops import metrics
 from replicator.pipeline.processor import BatchReport, Interrupted
 from replicator.pipeline.retry import backoff
-from replicator.pipeline.two_way import CrmWrites
+from replicator.pipeline.two_way import CrmWrites, Sides, judge
 from replicator.sinks.base import Action, CrmError, IntentLedger, Operation, Outcome, Result
 from replicator.sinks.erp.model import ChildWrite, ErpWriter, RowWrite, WriteRejected
 from replicator.state.store import StateStore
@@ -43,7 +43,6 @@ log = structlog.get_logger()
 class CrmSide(Protocol):
     """What the processor needs of the CRM connector."""
 
-    def get(self, object: str, crm_id: str) -> dict[str, Any] | None: ...
     def comparable(self, object: str, raw: dict[str, Any]) -> dict[str, Any]: ...
     def apply(self, ops: Sequence[Operation], ledger: IntentLedger) -> list[Result]: ...
 
@@ -78,14 +77,15 @@ class ReverseProcessor:
         retry: RetryConfig,
         stop: threading.Event | None = None,
         *,
+        records: CrmRecords,
         gate: threading.Lock | None = None,
-        records: CrmRecords | None = None,
         writes: CrmWrites | None = None,
         readers: int = 4,
     ) -> None:
-        # With `records`, every change is applied to the record as the CRM holds it then. A batch's
-        # records are read ahead in parallel; one this process wrote to since is read again under
-        # the gate, so no decision rests on a snapshot our own write has overtaken.
+        # Every change is applied to the record as the CRM holds it then, not as it was when the
+        # change was noticed. A batch's records are read ahead in parallel; one this process wrote
+        # to since is read again under the gate, so no decision rests on a snapshot our own write
+        # has overtaken.
         self.records = records
         self.writes = writes or CrmWrites()
         self.readers = max(1, readers)
@@ -137,7 +137,7 @@ class ReverseProcessor:
         row = self._row(rent, key) if key else None
         if key is None or row is None:
             raise Rejected(f"the ERP row of {conflict.entity} {conflict.erp_key} is gone")
-        raw = self.crm.get(rent.object, conflict.crm_id) if conflict.crm_id else None
+        raw = self.records.fetch(rent.object, conflict.crm_id) if conflict.crm_id else None
         if raw is None:
             raise Rejected(f"the CRM {rent.object} {conflict.crm_id} is gone")
         crm = self.crm.comparable(rent.object, raw)
@@ -173,7 +173,7 @@ class ReverseProcessor:
     def _read_ahead(self, changes: Sequence[Change]) -> dict[tuple[str, str], _ReadAhead]:
         """The batch's CRM records, read in parallel before the changes are applied one by one."""
         records = self.records
-        if records is None or len(changes) < 2:
+        if len(changes) < 2:
             return {}
         wanted = {(obj, str(c.key[0])) for c in changes if (obj := c.table.partition(".")[2]) in self.reverse}
 
@@ -187,9 +187,7 @@ class ReverseProcessor:
         with ThreadPoolExecutor(min(self.readers, len(wanted)) or 1, thread_name_prefix="crm-read") as pool:
             return dict(zip(wanted, pool.map(read, wanted), strict=True))
 
-    def _current(self, obj: str, crm_id: str, change: Change, ahead: _ReadAhead | None) -> dict[str, Any] | None:
-        if self.records is None:
-            return change.after
+    def _current(self, obj: str, crm_id: str, ahead: _ReadAhead | None) -> dict[str, Any] | None:
         if ahead is not None and ahead.writes == self.writes.count(obj, crm_id):
             return ahead.record
         attempt = 1
@@ -209,12 +207,11 @@ class ReverseProcessor:
 
     def _apply(self, rent: ReverseEntity, obj: str, crm_id: str, change: Change, ahead: _ReadAhead | None) -> str:
         position = str(change.position)
-        raw = self._current(obj, crm_id, change, ahead)
+        raw = self._current(obj, crm_id, ahead)
         if raw is None:
             return self._deleted(rent, obj, crm_id, position)
-        if self.records is not None:
-            # The CRM's own modification time, where the record has one, is when the edit happened.
-            change.commit_ts = self.records.modified_at(raw) or change.commit_ts
+        # The CRM's own modification time, where the record has one, is when the edit happened.
+        change.commit_ts = self.records.modified_at(raw) or change.commit_ts
         crm = self.crm.comparable(obj, raw)
         ext = raw.get("external_id") or self.two_way.erp_keys(obj, [crm_id]).get(crm_id, (None, None))[1]
         if ext is None:
@@ -234,36 +231,17 @@ class ReverseProcessor:
         crm_ts = instant(raw.get(rent.crm_ts_field))
         values: dict[str, Any] = {}
         crm_changed = False
+        sides = Sides(rent.name, str(ext), crm_id, base, crm, erp_ts, crm_ts)
         for rf in rent.fields.values():
             if rf.name in parked:
                 continue
             b = base.get(rf.name) if base else None
             crm_changed = crm_changed or base is None or not same(crm.get(rf.name), b)
-            d = decide(
-                rf.policy,
-                base_known=base is not None and rf.name in base,
-                base=b,
-                erp=erp_rec.get(rf.name) if rf.direction == "both" else b,
-                crm=crm.get(rf.name),
-                erp_ts=erp_ts,
-                crm_ts=crm_ts,
-            )
-            if d.conflict:
-                metrics.CONFLICTS.labels(rent.name, rf.policy, d.winner).inc()
+            # A field that only flows CRM -> ERP has no ERP side to change: its base stands in.
+            d = judge(self.two_way, rf, sides, erp_rec.get(rf.name) if rf.direction == "both" else b)
             if d.take is Take.CRM:
                 values[rf.column] = rf.expr({None: crm})
             elif d.take is Take.PARK:
-                self.two_way.park(
-                    entity=rent.name,
-                    erp_key=str(ext),
-                    crm_id=crm_id,
-                    field=rf.name,
-                    base=b,
-                    erp=erp_rec.get(rf.name),
-                    crm=crm.get(rf.name),
-                    erp_ts=erp_ts,
-                    crm_ts=crm_ts,
-                )
                 parked.add(rf.name)
         for lk in rent.lookups:
             b = base.get(lk.field) if base else None

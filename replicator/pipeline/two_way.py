@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
 
-from replicator.mapping.conflict import Take, decide, instant, same
+from replicator.mapping.conflict import Decision, Take, decide, instant, same
 from replicator.mapping.plan import Planned, make_operation
-from replicator.mapping.reverse import ReverseEntity
+from replicator.mapping.reverse import ReverseEntity, ReverseField
 from replicator.ops import metrics
 from replicator.sinks.base import Action
 from replicator.state.twoway import TwoWayStore
@@ -47,6 +49,50 @@ class ReadableCrm(Protocol):
     def comparable(self, object: str, raw: dict[str, Any]) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Sides:
+    """One two-way record as both directions see it when deciding its fields."""
+
+    entity: str
+    erp_key: str
+    crm_id: str | None
+    base: dict[str, Any] | None  # the values both sides last agreed on (None: never)
+    crm: Mapping[str, Any]
+    erp_ts: datetime | None
+    crm_ts: datetime | None
+
+
+def judge(two_way: TwoWayStore, field: ReverseField, sides: Sides, erp: Any) -> Decision:
+    """Decide one field (`erp`: the ERP's value, CRM-shaped). Both directions decide through
+    here, so a conflict is counted, and parked under `manual`, the same way whichever saw it."""
+    base = sides.base.get(field.name) if sides.base else None
+    crm = sides.crm.get(field.name)
+    d = decide(
+        field.policy,
+        base_known=sides.base is not None and field.name in sides.base,
+        base=base,
+        erp=erp,
+        crm=crm,
+        erp_ts=sides.erp_ts,
+        crm_ts=sides.crm_ts,
+    )
+    if d.conflict:
+        metrics.CONFLICTS.labels(sides.entity, field.policy, d.winner).inc()
+    if d.take is Take.PARK:
+        two_way.park(
+            entity=sides.entity,
+            erp_key=sides.erp_key,
+            crm_id=sides.crm_id,
+            field=field.name,
+            base=base,
+            erp=erp,
+            crm=crm,
+            erp_ts=sides.erp_ts,
+            crm_ts=sides.crm_ts,
+        )
+    return d
+
+
 class ForwardGuard:
     def __init__(
         self,
@@ -62,7 +108,10 @@ class ForwardGuard:
         self._agreed: dict[tuple[str, str], dict[str, Any]] = {}
 
     def review(self, planned: Sequence[Planned]) -> None:
-        """Trim each two-way upsert to what the ERP may write; note what both sides will hold."""
+        """Trim each two-way upsert to what the ERP may write; note what both sides will hold.
+
+        Notes live for one sink call: those of records that failed are dropped with the next."""
+        self._agreed.clear()
         by_entity: dict[str, list[Planned]] = {}
         for p in planned:
             if p.op is not None and p.op.entity in self.by_entity and p.op.action is not Action.DELETE:
@@ -96,7 +145,7 @@ class ForwardGuard:
         agreed = {**(base or {}), **op.record}
         self._agreed[(rent.name, op.external_id)] = agreed
 
-    def _decide(self, rent: ReverseEntity, p: Planned, base: dict[str, Any], guarded: list[Any]) -> set[str]:
+    def _decide(self, rent: ReverseEntity, p: Planned, base: dict[str, Any], guarded: list[ReverseField]) -> set[str]:
         op = p.op
         assert op is not None and op.crm_id is not None
         raw = self.crm.get(rent.object, op.crm_id)
@@ -108,35 +157,15 @@ class ForwardGuard:
         if erp_ts is None and p.target.change.commit_ts is not None:
             erp_ts = p.target.change.commit_ts
         crm_ts = instant(raw.get(rent.crm_ts_field))
+        sides = Sides(rent.name, op.external_id, op.crm_id, base, crm, erp_ts, crm_ts)
         drop = set()
         for rf in guarded:
-            d = decide(
-                rf.policy,
-                base_known=rf.name in base,
-                base=base.get(rf.name),
-                erp=op.record.get(rf.name),
-                crm=crm.get(rf.name),
-                erp_ts=erp_ts,
-                crm_ts=crm_ts,
-            )
-            if d.conflict:
-                metrics.CONFLICTS.labels(rent.name, rf.policy, d.winner).inc()
-            if d.take is Take.ERP:
-                continue
-            drop.add(rf.name)
-            if d.take is Take.PARK:
-                self.two_way.park(
-                    entity=rent.name,
-                    erp_key=op.external_id,
-                    crm_id=op.crm_id,
-                    field=rf.name,
-                    base=base.get(rf.name),
-                    erp=op.record.get(rf.name),
-                    crm=crm.get(rf.name),
-                    erp_ts=erp_ts,
-                    crm_ts=crm_ts,
+            d = judge(self.two_way, rf, sides, op.record.get(rf.name))
+            if d.take is not Take.ERP:
+                drop.add(rf.name)
+                log.info(
+                    "field kept from the CRM", entity=rent.name, erp_key=op.external_id, field=rf.name, take=d.take
                 )
-            log.info("field kept from the CRM", entity=rent.name, erp_key=op.external_id, field=rf.name, take=d.take)
         return drop
 
     def agreed(self, entity: str, external_id: str, object: str, crm_id: str | None) -> dict[str, Any] | None:

@@ -178,6 +178,7 @@ def test_event_names_map_to_objects() -> None:
     assert object_of_event("invoice.paid") is None
     assert object_of_event("account") is None
     assert object_of_event("account.") is None
+    assert object_of_event("deal") is None
 
 
 def test_field_lists_cover_identity_and_volatile_fields() -> None:

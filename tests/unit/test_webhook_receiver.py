@@ -16,7 +16,7 @@ from replicator.ops.health import Health
 from replicator.ops.http import make_app
 from replicator.ops.metrics import REGISTRY
 from replicator.sources.crm.signature import sign_bottlecrm
-from replicator.sources.crm.webhook import MAX_BODY_BYTES, event_object, make_webhook_app
+from replicator.sources.crm.webhook import MAX_BODY_BYTES, make_webhook_app
 from replicator.state.inbox import Inbox
 from replicator.state.migrations import migrate
 from replicator.state.store import StateStore
@@ -101,16 +101,6 @@ def receiver(pg_db: str) -> Iterator[Receiver]:
     finally:
         inbox.close()
         store.close()
-
-
-def test_event_objects() -> None:
-    assert event_object("account.deleted") == "account"
-    assert event_object("contact.created") == "contact"
-    assert event_object("deal.won") == "opportunity"
-    assert event_object("deal.lost") == "opportunity"
-    assert event_object("lead.created") is None
-    assert event_object("deal") is None
-    assert event_object("deal.") is None
 
 
 def test_signed_change_is_stored_once_and_duplicate_answered(receiver: Receiver) -> None:

@@ -32,6 +32,7 @@ import structlog
 
 from replicator.ops.http import StartResponse, WsgiApp
 from replicator.ops.metrics import WEBHOOKS
+from replicator.sources.crm.bottlecrm import object_of_event
 from replicator.sources.crm.signature import SIGNATURE_HEADER, SignatureError, verify_bottlecrm
 from replicator.state.inbox import Inbox
 
@@ -40,21 +41,11 @@ log = structlog.get_logger()
 MAX_BODY_BYTES = 1 << 20
 DELIVERY_HEADER = "X-BottleCRM-Delivery"
 PING_EVENT = "ping"
-# BottleCRM's event prefix -> the CRM object the change source fetches.
-EVENT_OBJECTS = {"account": "account", "contact": "contact", "deal": "opportunity"}
 _RAW_KEEP = 2000
 
 
 def _environ_key(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
-
-
-def event_object(event: str) -> str | None:
-    """The CRM object an event describes (``deal.won`` -> ``opportunity``), None for events we do not map."""
-    prefix, dot, action = event.partition(".")
-    if not dot or not action:
-        return None
-    return EVENT_OBJECTS.get(prefix)
 
 
 class _Unusable(Exception):
@@ -82,7 +73,7 @@ def _parse(body: bytes, delivery_id: str | None) -> tuple[dict[str, Any], str, s
         raise _Unusable("malformed", f"the envelope's event is {event!r}, expected a name like account.updated")
     if event == PING_EVENT:
         return envelope, event, None
-    obj = event_object(event)
+    obj = object_of_event(event)
     if obj is None:
         raise _Unusable(
             "unknown",

@@ -8,6 +8,7 @@ polling), a CRM that can be read back, an ERP writer that can connect.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 from replicator.app import Parts, StartupError
 from replicator.config.model import BottleCrmConfig, Config, SlotSourceConfig
 from replicator.mapping.reverse import ReverseEntity, compile_reverse
+from replicator.ops.health import Health
 from replicator.pipeline.two_way import ForwardGuard
 from replicator.sinks.erp.model import ErpWriter
 from replicator.state.inbox import Inbox
@@ -126,18 +128,16 @@ class CrmToErpService:
     plus the poller. With several replicator processes, one leads (an advisory lock on the
     state database) and the others stand by to take over."""
 
-    def __init__(self, parts: Parts, tw: TwoWay, stop: Any, health: Any, gate: Any) -> None:
+    def __init__(self, parts: Parts, tw: TwoWay, stop: threading.Event, health: Health, gate: threading.Lock) -> None:
         self.parts = parts
         self.tw = tw
         self.stop = stop
         self.health = health.child("crm->erp")
         self.gate = gate
         self.failure: BaseException | None = None
-        self._thread: Any = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        import threading
-
         self._thread = threading.Thread(target=self._run, name="crm-to-erp", daemon=True)
         self._thread.start()
 
@@ -181,8 +181,6 @@ class CrmToErpService:
             self.stop.set()
 
     def _lead(self) -> None:
-        import threading
-
         from replicator.app import open_reader
         from replicator.pipeline.reverse import ReverseProcessor
         from replicator.pipeline.runner import Runner

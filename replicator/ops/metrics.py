@@ -193,3 +193,9 @@ CRM_TO_ERP_SECONDS = Histogram(
 def commit_to_ack(entity: str) -> Any:
     """The entity's child of COMMIT_TO_ACK, looked up once: `labels()` takes a lock on every call."""
     return COMMIT_TO_ACK.labels(entity)
+
+
+@functools.cache
+def echoes(direction: str, by: str) -> Any:
+    """The ECHOES_SUPPRESSED child, looked up once (counted per row on the source's hot path)."""
+    return ECHOES_SUPPRESSED.labels(direction, by)

@@ -108,7 +108,7 @@ class Processor:
                 report.skipped += 1
                 outcomes[(p.target.entity.name, p.target.change.op, p.skip)] += 1
                 if p.skip is Skip.ECHO:
-                    metrics.ECHOES_SUPPRESSED.labels("erp_to_crm", "ledger").inc()
+                    metrics.echoes("erp_to_crm", "ledger").inc()
             elif p.error is not None:
                 self._fail(p, p.error, 1, records, report)
             else:

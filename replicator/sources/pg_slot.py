@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from replicator.change import Change, Op, Position, Row
-from replicator.ops.metrics import ECHOES_SUPPRESSED, EVENTS_IN
+from replicator.ops.metrics import EVENTS_IN, echoes
 from replicator.sources import pgoutput as po
 from replicator.sources.pg_admin import SlotConnectionLost, SlotSourceError, lsn_to_int, primary_key_columns
 from replicator.sources.pgtypes import SERVER_OPTIONS, Converter, build_converters
@@ -318,7 +318,7 @@ class PgSlotSource:
         kind = buf[0]
         if kind in (0x49, 0x55, 0x44):  # Insert, Update, Delete
             if self._dropping:
-                ECHOES_SUPPRESSED.labels("erp_to_crm", "origin").inc()
+                echoes("erp_to_crm", "origin").inc()
                 return
             msg = po.decode(buf)
             out.append(self._row_change(msg))  # type: ignore[arg-type]

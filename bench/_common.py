@@ -167,3 +167,19 @@ def run_until_backfilled(config: Path, env: dict[str, str], erp_dsn: str, log_pa
             time.sleep(0.2)
     wait_healthy_and_idle(metrics_port, proc, 120)
     return proc
+
+
+def stop_stack(proc: Any, crm: Any, cluster: Any) -> None:
+    """Stop what a bench started, whichever of it got started: the replicator, BottleCRM, PostgreSQL."""
+    import signal
+
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if crm is not None:
+        crm.stop()
+    if cluster is not None:
+        cluster.destroy()

@@ -35,7 +35,6 @@ import math
 import os
 import random
 import re
-import signal
 import subprocess
 import time
 from collections import defaultdict
@@ -289,16 +288,7 @@ def main() -> int:
         conn.close()
         poll.close()
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if crm is not None:
-            crm.stop()
-        if cluster is not None:
-            cluster.destroy()
+        c.stop_stack(proc, crm, cluster)
 
     results["samples"] = samples
     results["direct"] = direct

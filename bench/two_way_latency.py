@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -277,16 +276,7 @@ def main() -> int:
         sink.close()
         conn.close()
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if crm is not None:
-            crm.stop()
-        if cluster is not None:
-            cluster.destroy()
+        c.stop_stack(proc, crm, cluster)
 
     for s in crm_samples:
         for key in ("wall_before", "wall_return", "wall_seen"):

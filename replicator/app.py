@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from replicator.config.model import BottleCrmConfig, Config, EntityConfig
+from replicator.config.model import BottleCrmConfig, Config, EntityConfig, HubSpotConfig, SalesforceConfig
 from replicator.mapping.catalog import TableInfo, read_catalog
 from replicator.mapping.entity import Entity, compile_mappings
 from replicator.mapping.plan import Planner
@@ -89,8 +89,69 @@ def open_reader(config: Config) -> RowReader:
     return ErpReader(dsn, config.erp.timezone)
 
 
+def make_budget(config: Config) -> Any:
+    """The CRM credential's API budget: shared through the state store by every process using it."""
+    from replicator.state.budget import BudgetLimits, SharedBudget, UnlimitedBudget, budget_key
+
+    crm = config.crm
+    if not isinstance(crm, HubSpotConfig | SalesforceConfig):
+        return UnlimitedBudget()
+    limits = crm.budget
+    if limits.burst is None and limits.daily is None:
+        return UnlimitedBudget()
+    identity = (
+        (crm.url, crm.token.get_secret_value()) if isinstance(crm, HubSpotConfig) else (crm.login_url, crm.client_id)
+    )
+    return SharedBudget(
+        config.state_dsn if limits.shared else None,
+        budget_key(crm.kind, *identity),
+        BudgetLimits(burst=limits.burst, window_s=limits.window_s, daily=limits.daily),
+        crm=crm.kind,
+    )
+
+
+def mapped_crm_fields(config: Config) -> dict[str, set[str]]:
+    """CRM object -> the fields the mappings write or read back (HubSpot answers only what is asked)."""
+    out: dict[str, set[str]] = {}
+    for entity in config.mappings.values():
+        names = out.setdefault(entity.object, set())
+        names |= set(entity.fields) - set(entity.lookups)
+        if entity.crm_to_erp is not None and entity.crm_to_erp.timestamps.crm:
+            names.add(entity.crm_to_erp.timestamps.crm)
+    return out
+
+
 def make_sink(config: Config) -> Any:
     crm = config.crm
+    if isinstance(crm, HubSpotConfig):
+        from replicator.sinks.hubspot import HubSpotSink
+
+        return HubSpotSink(
+            crm.url,
+            crm.token.get_secret_value(),
+            id_property=crm.id_property,
+            budget=make_budget(config),
+            timeout=crm.timeout_s,
+            concurrency=crm.concurrency,
+            properties=mapped_crm_fields(config),
+        )
+    if isinstance(crm, SalesforceConfig):
+        from replicator.sinks.salesforce import SalesforceSink
+
+        return SalesforceSink(
+            crm.login_url,
+            client_id=crm.client_id,
+            client_secret=crm.client_secret.get_secret_value(),
+            refresh_token=crm.refresh_token.get_secret_value() if crm.refresh_token else None,
+            username=crm.username,
+            password=crm.password.get_secret_value() if crm.password else None,
+            api_version=crm.api_version,
+            external_id_field=crm.external_id_field,
+            budget=make_budget(config),
+            timeout=crm.timeout_s,
+            bulk_threshold=crm.bulk_threshold,
+            concurrency=crm.concurrency,
+        )
     if isinstance(crm, BottleCrmConfig):
         from replicator.sinks.bottlecrm import BottleCrmSink
 

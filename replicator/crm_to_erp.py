@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from replicator.app import Parts, StartupError
-from replicator.config.model import BottleCrmConfig, Config, SlotSourceConfig
+from replicator.config.model import Config, SlotSourceConfig
 from replicator.mapping.reverse import ReverseEntity, compile_reverse
 from replicator.ops.health import Health
 from replicator.pipeline.two_way import ForwardGuard
 from replicator.sinks.erp.model import ErpWriter
+from replicator.sources.crm import feeds
 from replicator.state.inbox import Inbox
 from replicator.state.twoway import TwoWayStore
 
@@ -49,12 +50,7 @@ def reverse_mappings(config: Config, parts: Parts) -> dict[str, ReverseEntity]:
     """The compiled reverse mappings (empty when nothing syncs CRM -> ERP)."""
     if not any(e.crm_to_erp for e in config.mappings.values()):
         return {}
-    crm_fields = None
-    if isinstance(config.crm, BottleCrmConfig):
-        from replicator.sources.crm.bottlecrm import CRM_FIELDS
-
-        crm_fields = CRM_FIELDS
-    return compile_reverse(config.mappings, parts.entities, parts.catalog, crm_fields)
+    return compile_reverse(config.mappings, parts.entities, parts.catalog, feeds.crm_fields(config, parts.sink))
 
 
 def forward_guard(parts: Parts) -> ForwardGuard | None:
@@ -81,19 +77,19 @@ def build_two_way(parts: Parts, *, writer: bool = True) -> TwoWay | None:
     if not reverse:
         return None
     crm = config.crm
-    if not isinstance(crm, BottleCrmConfig):
+    poll = feeds.poll_config(config)
+    if poll is None:
         raise StartupError(f"mappings with crm_to_erp need a CRM to read changes from; crm.kind {crm.kind!r} has none")
-    if crm.webhooks is None and crm.poll.interval_s == 0:
+    if feeds.webhook_path(config) is None and poll.interval_s == 0:
         raise StartupError(
             "crm_to_erp is configured but no CRM change reaches the replicator: set crm.webhooks "
-            "(secret and path) and/or crm.poll.interval_s > 0"
+            "and/or crm.poll.interval_s > 0"
         )
     from replicator.sinks.erp.open import open_writer
-    from replicator.sources.crm.bottlecrm import BottleCrmRecords
 
     inbox = Inbox(config.state_dsn)
     two_way = TwoWayStore(config.state_dsn)
-    tw = TwoWay(reverse, inbox, two_way, crm.kind, records=BottleCrmRecords(parts.sink))
+    tw = TwoWay(reverse, inbox, two_way, crm.kind, records=feeds.records_for(config, parts.sink))
     try:
         if writer:
             tw.writer = open_writer(
@@ -103,16 +99,10 @@ def build_two_way(parts: Parts, *, writer: bool = True) -> TwoWay | None:
                 origin=writer_origin(config),
                 timezone=config.erp.timezone,
             )
-        if crm.webhooks is not None:
-            from replicator.sources.crm.webhook import make_webhook_app
-
-            tw.routes[crm.webhooks.path] = make_webhook_app(
-                crm.kind,
-                crm.webhooks.secret.get_secret_value(),
-                inbox,
-                parts.store.dead_letter,
-                tolerance_s=crm.webhooks.tolerance_s,
-            )
+        path = feeds.webhook_path(config)
+        receiver = feeds.webhook_app(config, inbox, parts.store.dead_letter)
+        if path is not None and receiver is not None:
+            tw.routes[path] = receiver
     except Exception:
         tw.close()
         raise
@@ -188,24 +178,14 @@ class CrmToErpService:
         from replicator.state.store import StateStore
 
         cfg = self.parts.config
-        assert isinstance(cfg.crm, BottleCrmConfig) and self.tw.writer is not None
+        assert isinstance(cfg.crm, feeds.TWO_WAY_CRMS) and self.tw.writer is not None
         reader = open_reader(cfg)
         store = StateStore(cfg.state_dsn)
         inbox = Inbox(cfg.state_dsn, self.tw.inbox.arrived)  # woken by the webhook receiver's stores
         poller_thread = None
+        poller = feeds.make_poller(cfg, self.tw.records, inbox, objects=sorted(self.tw.reverse))
         try:
-            if cfg.crm.poll.interval_s > 0:
-                from replicator.sources.crm.poll import Poller
-
-                poller = Poller(
-                    self.tw.crm_name,
-                    inbox,
-                    self.tw.records,
-                    cfg.state_dsn,
-                    objects=sorted(self.tw.reverse),
-                    interval_s=cfg.crm.poll.interval_s,
-                    lookback_s=cfg.crm.poll.lookback_s,
-                )
+            if poller is not None:
                 poller_thread = threading.Thread(target=poller.run, args=(self.stop,), name="crm-poller", daemon=True)
                 poller_thread.start()
             source = InboxSource(self.tw.crm_name, inbox, self.tw.records, objects=set(self.tw.reverse), fetch=False)
@@ -228,6 +208,9 @@ class CrmToErpService:
         finally:
             if poller_thread is not None:
                 poller_thread.join(timeout=5)
+            if poller is not None:
+                with suppress(Exception):
+                    poller.close()
             for closer in (inbox.close, store.close, reader.close):
                 with suppress(Exception):
                     closer()

@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.fixtures.connect",
     "tests.fixtures.mariadb",
     "tests.fixtures.two_way",
+    "tests.fixtures.sandbox",
 ]
 
 # Two shared, noisy cores: a per-example deadline would fail on load, not on a bug.

@@ -140,7 +140,7 @@ def parse_config(text: str, file: str = "<config>", env: Mapping[str, str] | Non
 
 
 def _is_union_tag(part: Any) -> bool:
-    return part in ("bottlecrm", "discard", "pg_slot", "kafka", "mysql_binlog")
+    return part in ("bottlecrm", "hubspot", "salesforce", "discard", "pg_slot", "kafka", "mysql_binlog")
 
 
 def _nearest_line(lines: Lines, loc: tuple[str, ...]) -> int | str | None:

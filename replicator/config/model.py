@@ -152,13 +152,89 @@ class BottleCrmConfig(Strict):
     poll: PollConfig = PollConfig()
 
 
+class BudgetConfig(Strict):
+    """The CRM credential's API budget, shared by every replicator process that uses it (kept in the
+    state store): at most `burst` requests in any rolling `window_s`, and `daily` per rolling 24 h."""
+
+    burst: int | None = Field(None, ge=1, description="requests per window; none: no burst limit")
+    window_s: float = Field(10.0, gt=0)
+    daily: int | None = Field(None, ge=1, description="requests per rolling 24 h; none: no daily quota")
+    shared: bool = Field(True, description="false keeps the budget in this process only (one process per credential)")
+
+
+class HubSpotWebhookConfig(Strict):
+    """HubSpot's signed webhooks (signature v3), received on the service's HTTP server."""
+
+    client_secret: SecretStr = Field(description="the app's client secret: HubSpot signs deliveries with it")
+    path: str = Field("/webhooks/hubspot", pattern=r"^/[A-Za-z0-9/_.-]*$")
+    public_url: HttpUrl | None = Field(
+        None,
+        description="base URL HubSpot calls (it signs the full URL); default: what the request's Host header says",
+    )
+    tolerance_s: float = Field(300.0, gt=0, description="HubSpot's rule: reject timestamps older than 5 minutes")
+
+
+class HubSpotConfig(Strict):
+    kind: Literal["hubspot"]
+    url: HttpUrl = "https://api.hubapi.com"
+    token: SecretStr = Field(description="private app access token")
+    id_property: Identifier = Field("erp_id", description="unique-value property holding the external id")
+    concurrency: int = Field(2, ge=1, le=64)
+    timeout_s: float = Field(15.0, gt=0)
+    budget: BudgetConfig = Field(
+        BudgetConfig(burst=190, window_s=10.0, daily=650_000),
+        description="defaults: a private app on Professional (190 per 10 s, 650,000 a day)",
+    )
+    webhooks: HubSpotWebhookConfig | None = None
+    poll: PollConfig = PollConfig()
+
+
+class SalesforceConfig(Strict):
+    kind: Literal["salesforce"]
+    login_url: HttpUrl = Field("https://login.salesforce.com", description="where OAuth2 tokens are obtained")
+    client_id: str = Field(description="the connected app's consumer key")
+    client_secret: SecretStr
+    refresh_token: SecretStr | None = Field(None, description="refresh-token flow; default: client credentials")
+    username: str | None = None
+    password: SecretStr | None = Field(None, description="username-password flow (password + security token)")
+    api_version: str = Field("v62.0", pattern=r"^v\d+\.\d$")
+    external_id_field: str = Field(
+        "ERP_Id__c", pattern=r"^[A-Za-z][A-Za-z0-9_]*__c$", description="External ID custom field on each object"
+    )
+    concurrency: int = Field(2, ge=1, le=25, description="Salesforce allows 25 long-running requests per org")
+    timeout_s: float = Field(30.0, gt=0)
+    bulk_threshold: int = Field(
+        2000, ge=1, description="backfill batches of at least this many records of one object go by Bulk API 2.0"
+    )
+    budget: BudgetConfig = Field(
+        BudgetConfig(burst=None, daily=100_000),
+        description="default: Enterprise's base daily allocation; set `daily` to your org's",
+    )
+    poll: PollConfig = PollConfig()
+
+    @model_validator(mode="after")
+    def _one_flow(self) -> SalesforceConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("set both `username` and `password` (username-password flow), or neither")
+        if self.username is not None and self.refresh_token is not None:
+            raise ValueError("set `refresh_token` or `username`/`password`, not both")
+        return self
+
+
 class NullCrmConfig(Strict):
     """Accepts everything and keeps nothing: dry runs and benchmarks (`kind: discard`)."""
 
     kind: Literal["discard"]
 
 
-CrmConfig = Annotated[BottleCrmConfig | NullCrmConfig, Field(discriminator="kind")]
+CrmConfig = Annotated[BottleCrmConfig | HubSpotConfig | SalesforceConfig | NullCrmConfig, Field(discriminator="kind")]
+
+# The objects each CRM connector writes; line items are their own records only in HubSpot.
+CRM_OBJECTS: dict[str, frozenset[str]] = {
+    "bottlecrm": frozenset({"account", "contact", "product", "opportunity"}),
+    "hubspot": frozenset({"account", "contact", "product", "opportunity", "line_item"}),
+    "salesforce": frozenset({"account", "contact", "product", "opportunity"}),
+}
 
 
 class RetryConfig(Strict):
@@ -299,7 +375,7 @@ class CrmToErpConfig(Strict):
 
 class EntityConfig(Strict):
     table: str = Field(description="ERP table: schema.table, or a bare name in `public` (MariaDB: the DSN's database)")
-    object: Literal["account", "contact", "product", "opportunity"]
+    object: Literal["account", "contact", "product", "opportunity", "line_item"]
     key: list[str] | None = Field(None, description="key columns; defaults to the table's primary key")
     external_id: str | None = Field(None, description="SQL expression; defaults to the key value(s)")
     fields: dict[str, str | FieldConfig]
@@ -408,6 +484,19 @@ class Config(Strict):
                         f"mappings.{name}.lookups.{field_name}.entity: unknown entity {lookup.entity!r}; "
                         f"mapped entities are: {known}"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _objects_fit_crm(self) -> Config:
+        supported = CRM_OBJECTS.get(self.crm.kind)
+        if supported is None:
+            return self
+        for name, entity in self.mappings.items():
+            if entity.object not in supported:
+                raise ValueError(
+                    f"mappings.{name}.object: crm.kind {self.crm.kind} has no {entity.object!r} records; "
+                    f"use one of {', '.join(sorted(supported))}"
+                )
         return self
 
     @model_validator(mode="after")

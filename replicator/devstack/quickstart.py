@@ -9,6 +9,9 @@ differs.
 `debezium` (Debezium on Kafka Connect into a Kafka-protocol broker, then the Kafka
 source). The configuration the replicator runs with is written to the state folder.
 
+`--crm hubspot|salesforce` runs the same ERP against the project's sandbox of that vendor's
+API instead of BottleCRM (see quickstart_saas.py).
+
 `--two-way` also syncs the CRM back to the ERP: BottleCRM runs with Celery + Redis and
 sends signed webhooks to the replicator, which runs the two-way sample configuration.
 After the ERP -> CRM steps it edits CRM records and times each until the ERP row shows
@@ -171,8 +174,22 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also CRM -> ERP: BottleCRM webhooks (Celery + Redis) and the two-way sample configuration",
     )
+    parser.add_argument(
+        "--crm",
+        choices=("bottlecrm", "hubspot", "salesforce"),
+        default="bottlecrm",
+        help="bottlecrm: a real BottleCRM; hubspot, salesforce: the project's sandbox of the vendor's API",
+    )
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".state" / "quickstart")
     args = parser.parse_args(argv)
+    if args.crm != "bottlecrm":
+        if args.two_way:
+            parser.error("--two-way runs on BottleCRM; the sandboxes' CRM -> ERP feeds are covered by the tests")
+        from replicator.devstack.quickstart_saas import run_saas
+
+        shutil.rmtree(args.state_dir, ignore_errors=True)
+        args.state_dir.mkdir(parents=True)
+        return run_saas(args, console, cli)
     steps = 6 if args.two_way else 5
 
     shutil.rmtree(args.state_dir, ignore_errors=True)

@@ -61,7 +61,7 @@ def _pg_query(dsn: str) -> Callable[..., list[tuple[Any, ...]]]:
     return run
 
 
-def _write_config(base: Path, workdir: Path, overrides: dict[str, Any]) -> Path:
+def write_config(base: Path, workdir: Path, overrides: dict[str, Any]) -> Path:
     raw = yaml.safe_load(base.read_text())
     raw.update(overrides)
     if isinstance(raw.get("extends"), str):
@@ -149,7 +149,7 @@ def start_erp(
 
         overrides = debezium_source(erp, quick, workdir, stack, log)
         quick.title += " -> Debezium -> Kafka"
-        quick.config = _write_config(base, workdir, overrides)
+        quick.config = write_config(base, workdir, overrides)
     else:
         quick.title += " (slot)" if erp == "postgres" else " (binlog)"
     return quick

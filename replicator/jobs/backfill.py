@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -37,6 +38,23 @@ def backfill(
     page_size: int = 500,
     restart: bool = False,
     progress: Progress | None = None,
+) -> list[BackfillResult]:
+    from replicator.state.budget import Priority
+
+    # Live changes come first in the CRM's API budget: a backfill takes what they leave.
+    sink: Any = processor.sink
+    previous = getattr(sink, "priority", None)
+    if previous is not None:
+        sink.priority = Priority.BACKFILL
+    try:
+        return _backfill(processor, entities, page_size=page_size, restart=restart, progress=progress)
+    finally:
+        if previous is not None:
+            sink.priority = previous
+
+
+def _backfill(
+    processor: Processor, entities: list[Entity], *, page_size: int, restart: bool, progress: Progress | None
 ) -> list[BackfillResult]:
     store, reader = processor.store, processor.reader
     saved = {c["stream"]: c for c in store.checkpoints()}

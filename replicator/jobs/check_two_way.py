@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import psycopg
 
-from replicator.config.model import BottleCrmConfig, Config
+from replicator.config.model import Config
 from replicator.jobs.check import Finding
 from replicator.mapping.expr import MappingError
 from replicator.mapping.reverse import ReverseEntity
+from replicator.sources.crm import feeds
 
 
 def two_way_checks(config: Config) -> list[Finding]:
@@ -18,28 +19,30 @@ def two_way_checks(config: Config) -> list[Finding]:
 
     findings: list[Finding] = []
     crm = config.crm
+    poll = feeds.poll_config(config)
+    path = feeds.webhook_path(config)
+    if poll is None:
+        findings.append(Finding("CRM change feed", "fail", f"crm.kind {crm.kind} has no CRM changes to read"))
+    elif path is None and poll.interval_s == 0:
+        findings.append(
+            Finding("CRM change feed", "fail", "neither webhooks nor polling", "set crm.webhooks and/or crm.poll")
+        )
+    elif path is None:
+        findings.append(
+            Finding(
+                "CRM change feed",
+                "warn" if crm.kind != "salesforce" else "ok",
+                f"polling only, every {poll.interval_s:.0f} s",
+                "add a webhook and crm.webhooks for changes within a second" if crm.kind != "salesforce" else "",
+            )
+        )
+    else:
+        findings.append(Finding("CRM change feed", "ok", f"webhooks on {path}"))
     crm_fields = None
-    if isinstance(crm, BottleCrmConfig):
+    if crm.kind == "bottlecrm":
         from replicator.sources.crm.bottlecrm import CRM_FIELDS
 
         crm_fields = CRM_FIELDS
-        if crm.webhooks is None and crm.poll.interval_s == 0:
-            findings.append(
-                Finding("CRM change feed", "fail", "neither webhooks nor polling", "set crm.webhooks and/or crm.poll")
-            )
-        elif crm.webhooks is None:
-            findings.append(
-                Finding(
-                    "CRM change feed",
-                    "warn",
-                    f"polling only, every {crm.poll.interval_s:.0f} s",
-                    "add a BottleCRM webhook and crm.webhooks for changes within a second",
-                )
-            )
-        else:
-            findings.append(Finding("CRM change feed", "ok", f"webhooks on {crm.webhooks.path}"))
-    else:
-        findings.append(Finding("CRM change feed", "fail", f"crm.kind {crm.kind} has no CRM changes to read"))
     try:
         catalog = load_catalog(config)
         reverse = compile_reverse(config.mappings, build_entities(config, catalog), catalog, crm_fields)

@@ -8,7 +8,7 @@ last sync. Only a field both sides changed to different values is a conflict.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
@@ -46,6 +46,11 @@ def same(a: Any, b: Any) -> bool:
             return Decimal(str(a)) == Decimal(str(b))
         except (InvalidOperation, ValueError):
             return False
+    if _is_day(a) or _is_day(b):
+        # A date written to a CRM datetime field comes back as midnight UTC (HubSpot's closedate).
+        day_a, day_b = _day(a), _day(b)
+        if day_a is not None and day_a == day_b:
+            return True
     if isinstance(a, str) and isinstance(b, str):
         if a == b:
             return True
@@ -54,6 +59,28 @@ def same(a: Any, b: Any) -> bool:
         except (InvalidOperation, ValueError):
             return a.strip() == b.strip()
     return bool(a == b)
+
+
+def _is_day(value: Any) -> bool:
+    return (isinstance(value, date) and not isinstance(value, datetime)) or (
+        isinstance(value, str) and len(value) == 10 and value[4:5] == "-" and value[7:8] == "-"
+    )
+
+
+def _day(value: Any) -> date | None:
+    """The calendar day a date, a date string or a midnight-UTC instant stands for."""
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)
+        return moment.date() if moment.time() == time(0) else None
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value) if len(value) == 10 else _day(datetime.fromisoformat(value))
+        except ValueError:
+            return None
+    return None
 
 
 def instant(value: Any) -> datetime | None:

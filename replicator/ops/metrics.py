@@ -42,6 +42,63 @@ CRM_RESPONSES = Counter(
     ["crm", "method", "resource", "status"],
     registry=REGISTRY,
 )
+CRM_API_DAILY_USED = Gauge(
+    "replicator_crm_api_daily_used",
+    "API calls the CRM says were used of its daily allocation (HubSpot X-HubSpot-RateLimit-Daily*, "
+    "Salesforce Sforce-Limit-Info)",
+    ["crm"],
+    registry=REGISTRY,
+)
+CRM_API_DAILY_LIMIT = Gauge(
+    "replicator_crm_api_daily_limit",
+    "The CRM's daily API allocation, as it reports it",
+    ["crm"],
+    registry=REGISTRY,
+)
+# -- CRM API budget (replicator/state/budget.py) ------------------------------
+CRM_BUDGET_GRANTED = Counter(
+    "replicator_crm_budget_granted_total",
+    "CRM API requests the shared budget let go, by priority (live, backfill)",
+    ["crm", "priority"],
+    registry=REGISTRY,
+)
+CRM_BUDGET_WAIT = Histogram(
+    "replicator_crm_budget_wait_seconds",
+    "Time a request waited for the shared CRM API budget before it was granted",
+    ["crm", "priority"],
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+CRM_BUDGET_EXHAUSTED = Counter(
+    "replicator_crm_budget_exhausted_total",
+    "Requests refused by the budget (daily quota used, or no slot within their wait limit)",
+    ["crm", "priority"],
+    registry=REGISTRY,
+)
+CRM_BUDGET_THROTTLED = Counter(
+    "replicator_crm_budget_throttled_total",
+    "429 responses the CRM sent despite the budget",
+    ["crm"],
+    registry=REGISTRY,
+)
+CRM_BUDGET_FACTOR = Gauge(
+    "replicator_crm_budget_factor",
+    "Share of the configured burst limit in use (AIMD: halved on a 429, recovers per quiet window)",
+    ["crm"],
+    registry=REGISTRY,
+)
+CRM_BUDGET_WINDOW_UTILISATION = Gauge(
+    "replicator_crm_budget_window_utilisation",
+    "Grants in the last burst window divided by the configured burst limit",
+    ["crm"],
+    registry=REGISTRY,
+)
+CRM_BUDGET_DAILY_USED = Gauge(
+    "replicator_crm_budget_daily_used",
+    "Grants in the last 24 h, counted by the shared budget (all processes on the credential)",
+    ["crm"],
+    registry=REGISTRY,
+)
 RETRIES = Counter(
     "replicator_retries_total",
     "Operations retried after a transient failure",

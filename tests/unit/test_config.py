@@ -54,7 +54,7 @@ def test_wrong_field_type_and_unknown_key_are_located() -> None:
         parse_config(text, "c.yaml", {"ERP_DSN": "x"})
     message = str(err.value)
     assert "mappings.customers.object (c.yaml:10)" in message
-    assert "'account', 'contact', 'product' or 'opportunity'" in message
+    assert "'account', 'contact', 'product', 'opportunity' or 'line_item'" in message
     assert "mappings.customers.objekt (c.yaml:13): unknown key" in message
 
 
@@ -165,3 +165,46 @@ def test_service_urls_must_be_http(path: str) -> None:
     )
     assert ok.crm.url == "http://crm.example"  # type: ignore[union-attr]
     assert ok.source.connect.url == "http://c:8083"  # type: ignore[union-attr]
+
+
+def test_an_object_the_crm_does_not_have_is_refused_naming_the_mapping() -> None:
+    text = BASE.replace("object: account", "object: line_item")
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "c.yaml", {"ERP_DSN": "x"})
+    assert "mappings.customers.object (c.yaml:10): crm.kind bottlecrm has no 'line_item' records" in str(err.value)
+
+
+HUBSPOT = """
+erp: {dsn: "host=db"}
+crm: {kind: hubspot, token: "${HUBSPOT_TOKEN}"}
+mappings:
+  lines:
+    table: sales_order_lines
+    object: line_item
+    fields: {quantity: quantity}
+"""
+
+
+def test_hubspot_defaults_to_a_private_apps_documented_budget_and_takes_line_items() -> None:
+    cfg = parse_config(HUBSPOT, "h.yaml", {"HUBSPOT_TOKEN": "pat-1"})
+    assert cfg.crm.kind == "hubspot"
+    assert (cfg.crm.budget.burst, cfg.crm.budget.window_s, cfg.crm.budget.daily) == (190, 10.0, 650_000)  # type: ignore[union-attr]
+    assert cfg.crm.url == "https://api.hubapi.com"  # type: ignore[union-attr]
+    assert "pat-1" not in repr(cfg)
+
+
+SALESFORCE = """
+erp: {dsn: "host=db"}
+crm: {kind: salesforce, client_id: app, client_secret: s, username: me@example.com, external_id_field: %s}
+mappings:
+  customers: {table: customers, object: account, fields: {Name: name}}
+"""
+
+
+def test_salesforce_flows_and_field_names_are_checked_at_startup() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(SALESFORCE % "ERP_Id__c", "s.yaml", {})
+    assert "set both `username` and `password`" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse_config(SALESFORCE.replace("username: me@example.com, ", "") % "ERP_Id", "s.yaml", {})
+    assert "crm.external_id_field" in str(err.value)

@@ -87,3 +87,15 @@ def test_decisions_are_consistent(base: object, erp: object, crm: object, policy
         assert not same(crm, base) or d.conflict
     if d.take is Take.PARK:
         assert policy == "manual"
+
+
+def test_a_date_equals_the_midnight_utc_instant_a_crm_stores_it_as() -> None:
+    from datetime import date
+
+    from replicator.mapping.conflict import same
+
+    assert same(date(2024, 10, 7), "2024-10-07T00:00:00.000Z")
+    assert same("2024-10-07", "2024-10-07T00:00:00Z")
+    assert not same(date(2024, 10, 7), "2024-10-08T00:00:00.000Z")
+    assert not same(date(2024, 10, 7), "2024-10-07T09:30:00.000Z")  # a real instant is not a day
+    assert not same("2024-10-07", "2024-10-07T00:00:00+02:00")  # midnight in Berlin is the 6th in UTC

@@ -1,0 +1,2 @@
+"""Sandboxes: HTTP servers that follow a SaaS CRM's documented API contract, for tests,
+the quickstart and benchmarks (``replicator sandbox VENDOR``)."""

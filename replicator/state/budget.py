@@ -1,0 +1,272 @@
+"""One CRM API budget per credential, shared by every replicator process that uses it.
+
+Connectors call `budget.acquire(priority)` before each HTTP request and
+`budget.report(status, retry_after)` after it. Vendors limit a credential, not a process:
+HubSpot private apps get e.g. 190 requests per rolling 10 s plus a daily quota (API usage
+guidelines, developers.hubspot.com/docs/guides/apps/api-usage/usage-details); Salesforce
+counts a rolling 24 h allocation per org (API Request Limits and Allocations). A consumer
+group and a backfill running beside the service therefore have to draw from one budget.
+
+Why PostgreSQL: every replicator process already holds a connection to the state store, it
+is transactional, and it needs no new infrastructure (no Redis to run, secure and monitor).
+Each grant is one short transaction on one row per credential, locked with
+`SELECT ... FOR UPDATE`: processes are serialised exactly, so the burst limit holds across
+them and not merely per process. The cost is one short transaction (six statements on one
+row; 1-2 ms measured on a busy two-core host with a local server) per CRM request: at the
+~20 requests/s the vendors allow that is a few percent of one core, and nothing beside the
+HTTP request it guards.
+
+Grant times come from the processes' clocks (`clock`, time.time): processes on different
+hosts must keep them in sync (NTP); a skew of a few milliseconds is inside `margin_s`, the
+amount the window is widened by because the CRM counts on arrival, slightly after our grant.
+
+The rules themselves (window log, daily buckets, AIMD, priorities) are in
+`replicator.state.budget_rules`; the storage in `replicator.state.budget_store`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+import psycopg
+import structlog
+
+from replicator.ops import metrics
+from replicator.state.budget_rules import (
+    LIVE_GRACE_S,
+    BudgetLimits,
+    BudgetState,
+    Priority,
+    Verdict,
+    daily_allowance,
+    daily_reopens_in,
+    decide,
+    settle,
+    throttled,
+)
+from replicator.state.budget_store import BudgetStore, MemoryStore, PostgresStore
+
+__all__ = [
+    "Budget",
+    "BudgetExhausted",
+    "BudgetLimits",
+    "BudgetUnavailable",
+    "LocalBudget",
+    "Priority",
+    "SharedBudget",
+    "UnlimitedBudget",
+    "budget_key",
+]
+
+log = structlog.get_logger()
+
+# The least a waiter sleeps, so a rounding error never turns waiting into spinning.
+_MIN_SLEEP_S = 0.001
+
+
+class BudgetExhausted(Exception):
+    """No request may go within the caller's wait limit: the daily quota is used up, the CRM
+    asked for a longer pause (Retry-After), or the queue is longer than `max_wait_s`.
+    `retry_after`: seconds until a request may go, as far as the budget knows."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BudgetUnavailable(BudgetExhausted):
+    """The state store holding the shared budget could not be reached; retry shortly."""
+
+
+class Budget(Protocol):
+    def acquire(self, priority: Priority = Priority.LIVE, *, max_wait_s: float = 60.0) -> None:
+        """Block until one request may be sent. Raises BudgetExhausted when the daily quota is
+        gone (or when waiting would exceed max_wait_s because of it)."""
+
+    def report(self, status: int, retry_after: float | None = None) -> None:
+        """After each response (status 0 = no response): 429 -> multiplicative decrease and, with
+        Retry-After, nobody sends before it passes; success -> additive increase.
+
+        A `retry_after` given with any other status (a 503's Retry-After, a quota error's wait)
+        also blocks everyone until it passes, without slowing down afterwards."""
+
+
+class UnlimitedBudget:
+    """No limit at all: for BottleCRM (self-hosted, unmetered) and tests."""
+
+    def acquire(self, priority: Priority = Priority.LIVE, *, max_wait_s: float = 60.0) -> None:
+        return None
+
+    def report(self, status: int, retry_after: float | None = None) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def budget_key(crm: str, *identity: str) -> str:
+    """Stable key for a credential (sha256 of crm kind + e.g. URL + token/client id), never the secret itself.
+
+    Readable prefix, so ops can tell the rows of `replicator.api_budget` apart."""
+    digest = hashlib.sha256("\x00".join((crm, *identity)).encode()).hexdigest()
+    return f"{crm}:{digest[:32]}"
+
+
+class _Gate:
+    """acquire/report over a store: the waiting loop, the registration of live waiters, metrics."""
+
+    def __init__(
+        self,
+        store: BudgetStore,
+        limits: BudgetLimits,
+        *,
+        crm: str,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        margin_s: float,
+    ) -> None:
+        self.limits = limits
+        self.crm = crm
+        self._store = store
+        self._clock = clock
+        self._sleep = sleep
+        self._margin_s = margin_s
+        # The factor as last seen, and when: a success report needs a transaction only while the
+        # factor is below 1, and then at most once a window (acquire settles it as well).
+        self._factor_seen = 1.0
+        self._seen_at = 0.0
+        self._factor_gauge = metrics.CRM_BUDGET_FACTOR.labels(crm)
+        self._utilisation_gauge = metrics.CRM_BUDGET_WINDOW_UTILISATION.labels(crm)
+        self._daily_gauge = metrics.CRM_BUDGET_DAILY_USED.labels(crm)
+        self._throttled = metrics.CRM_BUDGET_THROTTLED.labels(crm)
+        self._granted = {p: metrics.CRM_BUDGET_GRANTED.labels(crm, p.value) for p in Priority}
+        self._waited = {p: metrics.CRM_BUDGET_WAIT.labels(crm, p.value) for p in Priority}
+        self._exhausted = {p: metrics.CRM_BUDGET_EXHAUSTED.labels(crm, p.value) for p in Priority}
+
+    def acquire(self, priority: Priority = Priority.LIVE, *, max_wait_s: float = 60.0) -> None:
+        started = self._clock()
+        deadline = started + max_wait_s
+        waiter = uuid.uuid4().hex[:16]
+        while True:
+            patience = deadline - self._clock()
+            try:
+                verdict = self._attempt(priority, waiter, patience)
+            except psycopg.Error as exc:
+                self._exhausted[priority].inc()
+                raise BudgetUnavailable(
+                    f"{self.crm} API budget: the state store is unreachable ({exc}); check the state DSN", 1.0
+                ) from exc
+            if verdict.kind == "grant":
+                self._granted[priority].inc()
+                self._waited[priority].observe(max(0.0, self._clock() - started))
+                return
+            if verdict.kind == "exhausted" or verdict.delay > patience:
+                self._exhausted[priority].inc()
+                if verdict.kind == "wait":
+                    reason = f"{verdict.reason}: the next slot is {verdict.delay:.1f}s away, beyond max_wait_s"
+                else:
+                    reason = verdict.reason
+                raise BudgetExhausted(f"{self.crm} API budget: {reason}; retry in {verdict.delay:.0f}s", verdict.delay)
+            self._sleep(max(_MIN_SLEEP_S, verdict.delay))
+
+    def _attempt(self, priority: Priority, waiter: str, patience: float) -> Verdict:
+        with self._store.transaction() as txn:
+            state, now = txn.state, txn.now
+            settle(state, self.limits, now, self._margin_s)
+            verdict = decide(state, self.limits, now, priority, self._margin_s)
+            if verdict.kind == "grant":
+                if self.limits.burst is not None:
+                    state.grants.append(now)
+                txn.count_daily()
+                state.live_waiters.pop(waiter, None)
+            elif verdict.kind == "exhausted":
+                allowance = daily_allowance(self.limits, priority) or 0
+                reopens = daily_reopens_in(txn.daily_buckets(), state.daily_used, allowance, now)
+                verdict = Verdict("exhausted", reopens, verdict.reason)
+                state.live_waiters.pop(waiter, None)
+            elif priority is Priority.LIVE and verdict.delay <= patience:
+                state.live_waiters[waiter] = now + verdict.delay + LIVE_GRACE_S
+            else:
+                state.live_waiters.pop(waiter, None)
+            self._observe(state, now)
+        return verdict
+
+    def report(self, status: int, retry_after: float | None = None) -> None:
+        # A pause the CRM asked for holds whatever the status: Retry-After on a 429 or 503, or
+        # the wait a connector chose for a quota error (Salesforce's 403 REQUEST_LIMIT_EXCEEDED).
+        blocks = retry_after is not None and retry_after > 0
+        if status == 429:
+            self._throttled.inc()
+        elif not blocks and not (self._factor_seen < 1.0 and 200 <= status < 400 and self._window_passed()):
+            return  # nothing to record: the common case costs no transaction
+        try:
+            with self._store.transaction() as txn:
+                settle(txn.state, self.limits, txn.now, self._margin_s)
+                if status == 429:
+                    if throttled(txn.state, self.limits, txn.now, retry_after):
+                        log.warning(
+                            "crm budget throttled", crm=self.crm, factor=txn.state.factor, retry_after=retry_after
+                        )
+                elif blocks:
+                    assert retry_after is not None
+                    txn.state.blocked_until = max(txn.state.blocked_until, txn.now + retry_after)
+                self._observe(txn.state, txn.now)
+        except psycopg.Error as exc:
+            # The response is already in the connector's hands; a lost report only delays the
+            # AIMD reaction, so it must not fail the request.
+            log.warning("crm budget report not stored", crm=self.crm, status=status, error=str(exc))
+
+    def _window_passed(self) -> bool:
+        return self._clock() - self._seen_at >= self.limits.window_s
+
+    def _observe(self, state: BudgetState, now: float) -> None:
+        self._factor_seen, self._seen_at = state.factor, now
+        self._factor_gauge.set(state.factor)
+        if self.limits.burst is not None:
+            self._utilisation_gauge.set(len(state.grants) / self.limits.burst)
+        self._daily_gauge.set(state.daily_used)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class LocalBudget(_Gate):
+    """The same rules for one process only (state in memory): single-process tools and tests."""
+
+    def __init__(
+        self,
+        limits: BudgetLimits,
+        *,
+        crm: str,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        margin_s: float = 0.05,
+    ) -> None:
+        super().__init__(MemoryStore(clock), limits, crm=crm, clock=clock, sleep=sleep, margin_s=margin_s)
+
+
+class SharedBudget(_Gate):
+    """The budget of credential `key`, shared through the `replicator` schema of the state store.
+
+    Thread-safe: a sink's worker threads share one instance (and its one connection).
+    `dsn` None keeps the budget in this process only (configuration `shared: false`, for
+    a credential used by one process)."""
+
+    def __init__(
+        self,
+        dsn: str | None,
+        key: str,
+        limits: BudgetLimits,
+        *,
+        crm: str,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        margin_s: float = 0.05,
+    ) -> None:
+        store: BudgetStore = MemoryStore(clock) if dsn is None else PostgresStore(dsn, key, crm, clock)
+        super().__init__(store, limits, crm=crm, clock=clock, sleep=sleep, margin_s=margin_s)
+        self.key = key

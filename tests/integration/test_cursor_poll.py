@@ -1,0 +1,126 @@
+"""The cursor poller over a CRM that lists by (modification time, id): ties, lookback, resume."""
+
+from __future__ import annotations
+
+import bisect
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from replicator.sources.crm.cursor_poll import CursorBroken, CursorPoller
+from replicator.state import migrations
+from replicator.state.inbox import Inbox
+
+T0 = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
+
+
+class KeysetCrm:
+    """Records listed strictly after a (time, id) keyset, as the HubSpot and Salesforce adapters promise."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, datetime] = {}
+        self.pages = 0
+
+    def touch(self, record_id: str, at: datetime) -> None:
+        self.rows[record_id] = at
+
+    def changes_after(self, object: str, cursor: tuple[datetime, str] | None, limit: int) -> list[dict[str, Any]]:
+        self.pages += 1
+        ordered = sorted((ts, rid) for rid, ts in self.rows.items())
+        start = 0 if cursor is None else bisect.bisect_right(ordered, cursor)
+        return [{"id": rid, "modified": ts} for ts, rid in ordered[start : start + limit]]
+
+    def modified_at(self, record: dict[str, Any]) -> datetime | None:
+        return record["modified"]
+
+    def record_id(self, record: dict[str, Any]) -> str:
+        return str(record["id"])
+
+
+@pytest.fixture
+def state(pg_db: str) -> str:
+    migrations.migrate(pg_db)
+    return pg_db
+
+
+def _inbox_ids(dsn: str) -> list[tuple[str, str]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT crm_id, delivery_id FROM replicator.inbox ORDER BY seq").fetchall()
+
+
+def test_thousands_of_records_on_one_timestamp_are_each_notified_once(state: str) -> None:
+    crm = KeysetCrm()
+    for i in range(2_345):
+        crm.touch(f"{i:06d}", T0)  # one batch update: every record shares the millisecond
+    crm.touch("later", T0 + timedelta(seconds=1))
+    inbox = Inbox(state)
+    poller = CursorPoller("fake", inbox, crm, state, objects=["contact"], interval_s=1, lookback_s=0, page_size=100)
+    try:
+        assert poller.poll_once() == 2_346
+        ids = [crm_id for crm_id, _ in _inbox_ids(state)]
+        assert len(ids) == len(set(ids)) == 2_346
+        assert poller.cursor("contact") == (T0 + timedelta(seconds=1), "later")
+        # Nothing changed: the next poll (lookback 0) reads one empty page and adds nothing.
+        pages = crm.pages
+        assert poller.poll_once() == 0
+        assert crm.pages == pages + 1
+    finally:
+        poller.close()
+        inbox.close()
+
+
+def test_lookback_finds_a_late_commit_and_repeats_nothing_else(state: str) -> None:
+    crm = KeysetCrm()
+    crm.touch("a", T0)
+    crm.touch("b", T0 + timedelta(seconds=10))
+    inbox = Inbox(state)
+    poller = CursorPoller("fake", inbox, crm, state, objects=["account"], interval_s=1, lookback_s=60, page_size=10)
+    try:
+        assert poller.poll_once() == 2
+        # A transaction that committed late carries a time before the cursor.
+        crm.touch("late", T0 + timedelta(seconds=5))
+        crm.touch("a", T0 + timedelta(seconds=20))  # a real new change of a known record
+        assert poller.poll_once() == 2
+        assert sorted(crm_id for crm_id, _ in _inbox_ids(state)) == ["a", "a", "b", "late"]
+        assert poller.poll_once() == 0
+    finally:
+        poller.close()
+        inbox.close()
+
+
+def test_a_restarted_poller_resumes_from_its_saved_cursor(state: str) -> None:
+    crm = KeysetCrm()
+    for i in range(30):
+        crm.touch(f"r{i:02d}", T0 + timedelta(milliseconds=i))
+    inbox = Inbox(state)
+    first = CursorPoller("fake", inbox, crm, state, objects=["account"], interval_s=1, lookback_s=0, page_size=7)
+    first.poll_once()
+    first.close()
+    crm.touch("new", T0 + timedelta(seconds=1))
+    second = CursorPoller("fake", inbox, crm, state, objects=["account"], interval_s=1, lookback_s=0, page_size=7)
+    try:
+        assert second.poll_once() == 1
+        assert second.cursor("account") == (T0 + timedelta(seconds=1), "new")
+    finally:
+        second.close()
+        inbox.close()
+
+
+class BackwardsCrm(KeysetCrm):
+    def changes_after(self, object: str, cursor: tuple[datetime, str] | None, limit: int) -> list[dict[str, Any]]:
+        return [{"id": "x", "modified": T0}] * limit  # ignores the cursor: would loop forever
+
+
+def test_a_connector_that_does_not_page_forward_is_refused_not_looped(state: str) -> None:
+    inbox = Inbox(state)
+    poller = CursorPoller(
+        "fake", inbox, BackwardsCrm(), state, objects=["account"], interval_s=1, lookback_s=0, page_size=5
+    )
+    try:
+        with pytest.raises(CursorBroken, match="must page strictly forward"):
+            poller.poll_once()
+    finally:
+        poller.close()
+        inbox.close()

@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.mariadb",
     "tests.fixtures.two_way",
     "tests.fixtures.sandbox",
+    "tests.fixtures.saas",
 ]
 
 # Two shared, noisy cores: a per-example deadline would fail on load, not on a bug.

@@ -255,6 +255,9 @@ def run_saas(args: Any, console: Console, cli: Callable[..., subprocess.Complete
             f"      the sandbox answered {stats.get('requests', 0)} API requests, "
             f"{stats.get('limited_burst', 0) + stats.get('limited_daily', 0)} of them over its rate limit"
         )
+        jobs = getattr(running.sandbox, "bulk", None)
+        if jobs is not None:
+            console.print(f"      Bulk API 2.0 ingest jobs (initial load): {len(jobs.jobs)}")
         console.print(f"metrics: http://127.0.0.1:{metrics_port}/metrics   health: /healthz")
         if not args.once:
             console.print("running; edit the ERP (SQL prompt below) and watch the sandbox. Ctrl-C stops everything.")

@@ -88,6 +88,12 @@ def _backfill(
                 for i, row in enumerate(page)
             ]
             report = processor.process(changes)
+            moved = _moved_since_read(reader, entity, page, stream, done)
+            if moved:
+                again = processor.process(moved)
+                report.applied += again.applied
+                report.dead_lettered += again.dead_lettered
+                report.errors.extend(again.errors)
             for name in ("changes", "applied", "skipped", "dead_lettered", "created"):
                 setattr(total_report, name, getattr(total_report, name) + getattr(report, name))
             total_report.errors.extend(report.errors)
@@ -99,3 +105,33 @@ def _backfill(
         store.save_checkpoint(stream, "done", done)
         results.append(BackfillResult(entity.name, done, total_report))
     return results
+
+
+def _moved_since_read(reader: Any, entity: Entity, page: list[dict[str, Any]], stream: str, first: int) -> list[Change]:
+    """Rows of `page` that changed or vanished while the page was on its way to the CRM.
+
+    A service streaming beside this backfill may have written a newer state of one of these
+    rows (or deleted it) before the backfill's older copy arrived and overwrote it. Re-read
+    after the write, each such row goes through once more with its current state; a change
+    committed after this re-read is the service's to send, and it reaches the CRM after the
+    backfill's write. Related rows are not re-read: their race stays open."""
+    keys = [entity.key_of(row) for row in page]
+    current = reader.rows_by_key(entity.table, entity.key, keys, types=entity.key_types)
+    moved = []
+    for offset, (key, row) in enumerate(zip(keys, page, strict=True)):
+        now = current.get(key)
+        if now == row:
+            continue
+        gone = now is None
+        moved.append(
+            Change(
+                source="backfill",
+                table=entity.table,
+                op=Op.DELETE if gone else Op.READ,
+                key=key,
+                before=row if gone else None,
+                after=now,
+                position=Position(stream, first + offset),
+            )
+        )
+    return moved

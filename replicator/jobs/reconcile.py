@@ -109,8 +109,10 @@ def reconcile_entity(
             report.differences.append(Difference(entity.name, ext, "different", "; ".join(diffs)))
         else:
             report.matching += 1
+    # A CRM whose deletes archive (HubSpot's recycle bin) lists deleted records as archived ones.
+    removed_shows_archived = entity.on_delete == "archive" or getattr(sink, "deletes_archive", False)
     for ext in actual.keys() - expected.keys():
-        if entity.on_delete == "archive" and sink.is_archived(entity.object, actual[ext]):
+        if removed_shows_archived and sink.is_archived(entity.object, actual[ext]):
             continue  # removed in the ERP and archived in the CRM, as configured
         report.differences.append(
             Difference(entity.name, ext, "extra", "the CRM holds a record whose ERP row is gone or filtered out")

@@ -87,6 +87,12 @@ CRM_BUDGET_FACTOR = Gauge(
     ["crm"],
     registry=REGISTRY,
 )
+CRM_BUDGET_LIMIT = Gauge(
+    "replicator_crm_budget_limit_per_second",
+    "The configured burst limit as a rate (burst / window_s), before the AIMD factor",
+    ["crm"],
+    registry=REGISTRY,
+)
 CRM_BUDGET_WINDOW_UTILISATION = Gauge(
     "replicator_crm_budget_window_utilisation",
     "Grants in the last burst window divided by the configured burst limit",

@@ -34,7 +34,7 @@ from enum import StrEnum
 
 FACTOR_DECREASE = 0.5
 FACTOR_FLOOR = 0.1
-FACTOR_STEP = 0.05
+FACTOR_STEP = 0.1
 DAY_S = 86_400.0
 DAILY_BUCKET_S = 60
 # How long a LIVE waiter's registration outlives its planned wake-up: long enough to be

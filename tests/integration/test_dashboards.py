@@ -11,7 +11,9 @@ Checks per expression:
   and must return samples too.
 
 The CRM -> ERP panels and alerts are checked against a two-way run (signed webhooks from a real
-BottleCRM, polling, ERP writes, echoes, a parked conflict); everything else against a one-way run.
+BottleCRM, polling, ERP writes, echoes, a parked conflict); the CRM API budget's against a run on the
+HubSpot sandbox (a tight limit, injected 429s, the initial load at backfill priority, then live changes);
+everything else against a one-way run.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ import httpx
 import pytest
 import yaml
 
+from replicator.sandbox.core import Faults, Limits
 from replicator.sources.crm.signature import sign_bottlecrm
 from tests.fixtures.prometheus import Prometheus, prometheus_binary
+from tests.fixtures.saas import SaasStack, SaasStackFactory
 from tests.fixtures.stack import Stack
 from tests.fixtures.two_way import TwoWayStack
 
@@ -52,6 +56,21 @@ CRM_TO_ERP_METRICS = {
     "replicator_echoes_suppressed_total",
     "replicator_conflicts_total",
     "replicator_conflicts_open",
+}
+
+# Metrics only a replicator on a metered CRM (HubSpot, Salesforce) exports: the shared API budget and the
+# CRM's own daily count. Queries on them are checked against the HubSpot run.
+CRM_BUDGET_METRICS = {
+    "replicator_crm_budget_granted_total",
+    "replicator_crm_budget_wait_seconds",
+    "replicator_crm_budget_exhausted_total",
+    "replicator_crm_budget_throttled_total",
+    "replicator_crm_budget_factor",
+    "replicator_crm_budget_window_utilisation",
+    "replicator_crm_budget_daily_used",
+    "replicator_crm_budget_limit_per_second",
+    "replicator_crm_api_daily_used",
+    "replicator_crm_api_daily_limit",
 }
 
 # Queries that stay empty even after the traffic below, keyed by dashboard "title #panel id/refId" or alert
@@ -283,10 +302,16 @@ def load_alert_rules() -> list[dict[str, Any]]:
     return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
 
 
+def queries_any(q: Query, metrics: set[str]) -> bool:
+    return any(re.sub(r"_(bucket|sum|count)$", "", sel.name) in metrics for sel in parse_promql(q.expr).selectors)
+
+
 def is_crm_to_erp(q: Query) -> bool:
-    return any(
-        re.sub(r"_(bucket|sum|count)$", "", sel.name) in CRM_TO_ERP_METRICS for sel in parse_promql(q.expr).selectors
-    )
+    return queries_any(q, CRM_TO_ERP_METRICS)
+
+
+def is_crm_budget(q: Query) -> bool:
+    return queries_any(q, CRM_BUDGET_METRICS)
 
 
 def scraped_after(prom: Prometheus, t: float, scrapes: int = 1) -> bool:
@@ -439,8 +464,8 @@ def test_every_dashboard_query_and_alert_expression_works_on_real_metrics(
     every = dashboard_queries(dashboard, substitution(prom)) + alert_queries(rules)
     assert len(every) == len({q.key for q in every}), "duplicate panel id/refId"
     assert set(MAY_BE_EMPTY) <= {q.key for q in every}, "MAY_BE_EMPTY names a query that no longer exists"
-    # The CRM -> ERP queries are checked by the two-way test below.
-    queries = [q for q in every if not is_crm_to_erp(q)]
+    # The CRM -> ERP and CRM API budget queries are checked by the tests below.
+    queries = [q for q in every if not is_crm_to_erp(q) and not is_crm_budget(q)]
 
     # The check itself catches a misspelled metric or label name, even where the expression would still
     # return data (behind `or`/`unless`, in an `on` list, in a legend).
@@ -568,6 +593,92 @@ def test_crm_to_erp_panels_and_alerts_work_on_real_metrics(
                 None,
             ),
             ("Conflicts by entity / policy / winner #36/A", "policy, winner", "policy, winer", None),
+        ],
+    )
+
+
+# The HubSpot run's budget: a burst small enough that the initial load queues for slots (wait times) and
+# lasts several scrapes, so its backfill-priority grants are seen growing.
+BUDGET_BURST = 5
+BUDGET_WINDOW_S = 1.0
+
+
+def live_changes(s: SaasStack, tag: str) -> None:
+    """ERP updates streamed at live priority, until the sandbox holds the last of them."""
+    s.sql(f"UPDATE customers SET name = name || ' ({tag})' WHERE id IN (1, 2, 3)")
+    s.sql(f"UPDATE products SET name = name || ' ({tag})' WHERE sku IN ('SKU-1001', 'SKU-1002')")
+
+    def arrived() -> bool:
+        props = [r["properties"] for r in s.crm_records("account") if not r["archived"]]
+        return any(p.get("erp_id") == "CUST-3" and str(p.get("name", "")).endswith(f"({tag})") for p in props)
+
+    s.wait_for(f"the {tag} live changes in the sandbox", arrived)
+    s.wait_idle()
+
+
+def test_crm_budget_panels_and_alerts_work_on_real_metrics(
+    saas_stack: SaasStackFactory, start_prometheus: Callable[[int], Prometheus]
+) -> None:
+    s = saas_stack(
+        "hubspot",
+        limits=Limits(burst=BUDGET_BURST, window_s=BUDGET_WINDOW_S, daily=100_000),
+        overrides={
+            "crm": {"budget": {"burst": BUDGET_BURST, "window_s": BUDGET_WINDOW_S}},
+            "pipeline": {"batch_size": 20, "retry": {"max_attempts": 8, "initial_backoff_s": 0.05, "max_backoff_s": 1}},
+        },
+    )
+    # The sandbox's limiter matches the budget, so it never answers 429 itself: the 429s are injected,
+    # as from a CRM whose real limit is lower than the configured one.
+    s.set_faults(Faults(rate_429=0.15, retry_after_s=0.2, seed=7))
+    prom = start_prometheus(s.metrics_port)
+    s.start()  # the initial load draws from the budget at backfill priority
+    wait_first_scrape(prom)
+    s.wait_backfilled(timeout=120)
+    first_round = time.time()
+    prom.wait_for("a scrape after the initial load", lambda: scraped_after(prom, first_round))
+    live_changes(s, "1st")
+    # A second round after a scrape: the live series scraped before grow inside the rate window.
+    second_round = time.time()
+    prom.wait_for("a scrape after the first round", lambda: scraped_after(prom, second_round))
+    live_changes(s, "2nd")
+    wait_scrapes_after_traffic(prom)
+
+    # The run did what the checks below rely on: both priorities granted and waited while scraped,
+    # and the CRM's 429s counted.
+    window = f"[{RATE_WINDOW}]"
+    for priority in ("live", "backfill"):
+        grown = prom.query(f'increase(replicator_crm_budget_wait_seconds_count{{priority="{priority}"}}{window}) > 0')
+        assert grown, f"no {priority} budget grants seen growing by Prometheus; log:\n{s.log_tail()}"
+    assert prom.query("replicator_crm_budget_throttled_total > 0"), s.stats()
+
+    rules = load_alert_rules()
+    assert_alert_rules_healthy(prom, rules)
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = [q for q in dashboard_queries(dashboard, substitution(prom)) + alert_queries(rules) if is_crm_budget(q)]
+    titles = {q.key.split(" #")[0] for q in queries}
+    assert {
+        "Budget grants by priority",
+        "Budget wait time by priority",
+        "Daily API calls vs the vendor's daily limit",
+        "ReplicatorCrmBudgetThrottled",
+        "ReplicatorCrmDailyQuotaLow",
+        "ReplicatorCrmBudgetExhausted",
+    } <= titles
+    assert_queries_work(
+        Checker(prom),
+        queries,
+        [
+            (
+                "ReplicatorCrmBudgetThrottled",
+                "replicator_crm_budget_throttled_total",
+                "replicator_crm_budget_throttle_total",
+                None,
+            ),
+            ("ReplicatorCrmDailyQuotaLow", "replicator_crm_api_daily_limit", "replicator_crm_api_daily_limits", None),
+            ("ReplicatorCrmBudgetExhausted", "crm, priority", "crm, priorty", None),
+            ("Budget grants by priority #39/A", "by (crm, priority)", "by (crm)", None),  # legend: {{priority}}
+            ("Budget wait time by priority #43/B", "le, crm, priority", "le, crm, prio", None),
+            ("Share of the budget window used #40/A", "window_utilisation{", "window_utilization{", None),
         ],
     )
 

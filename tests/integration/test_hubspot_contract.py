@@ -266,9 +266,9 @@ def test_webhooks_signed_by_the_sandbox_are_stored(receiver: tuple[str, str]) ->
     try:
         sink = make_sink(running)
         company = upsert(sink, "account", "W1", name="Hooked").crm_id
-        wait_for(lambda: ("company.creation", "account", company) in inbox_rows(dsn))
+        wait_for(lambda: ("company.created", "account", company) in inbox_rows(dsn))
         httpx.post(f"{running.url}/__sandbox/objects/companies/{company}", json={"name": "Edited"}).raise_for_status()
-        wait_for(lambda: ("company.propertyChange", "account", company) in {r[:3] for r in inbox_rows(dsn)})
+        wait_for(lambda: ("company.updated", "account", company) in {r[:3] for r in inbox_rows(dsn)})
     finally:
         running.stop()
 
@@ -305,4 +305,4 @@ def test_webhooks_with_a_wrong_secret_or_stale_are_refused(receiver: tuple[str, 
             "X-HubSpot-Request-Timestamp": str(fresh_ms),
         },
     )
-    assert fresh.status_code == 200 and inbox_rows(dsn) == [("company.creation", "account", "1")]
+    assert fresh.status_code == 200 and inbox_rows(dsn) == [("company.created", "account", "1")]

@@ -3,12 +3,14 @@ sample reaches the real BottleCRM and `replicator reconcile` finds no difference
 
 These are the project's end-to-end runs of the Debezium paths (PostgreSQL or MariaDB ->
 Kafka Connect with Debezium -> broker -> Kafka source -> BottleCRM) and of the MariaDB
-binary-log path, through the same command users run; and of two-way sync (`--two-way`):
-BottleCRM's real webhooks back into the ERP.
+binary-log path, through the same command users run; of two-way sync (`--two-way`):
+BottleCRM's real webhooks back into the ERP; and of the HubSpot and Salesforce connectors
+against the project's sandboxes of those APIs (`--crm`).
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +65,21 @@ def test_quickstart_two_way_once_reconciles_clean(args: list[str], tmp_path: Pat
     if "--source" in args:
         config = (tmp_path / "erp" / "replicator.yaml").read_text()
         assert "kind: kafka" in config and "webhooks:" in config, config
+
+
+@pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
+def test_quickstart_against_a_vendor_sandbox_reconciles_clean(crm: str, tmp_path: Path) -> None:
+    out, detail = _quickstart(["--crm", crm], tmp_path)
+    assert "holds every sample row exactly as mapped" in out, detail
+    for change in ("rename customer", "change contact title"):
+        assert change in out, detail
+    config = (tmp_path / "erp" / "replicator.yaml").read_text()
+    assert f"kind: {crm}" in config, config
+    # The vendor's own limit was in force and the shared budget kept the run under it.
+    assert ", 0 of them over its rate limit" in out, detail
+    if crm == "salesforce":  # the initial load goes by Bulk API 2.0 above SALESFORCE_BULK_THRESHOLD (20)
+        jobs = re.search(r"Bulk API 2.0 ingest jobs \(initial load\): (\d+)", out)
+        assert jobs is not None and int(jobs.group(1)) >= 2, detail
 
 
 def _quickstart(args: list[str], tmp_path: Path) -> tuple[str, str]:

@@ -15,6 +15,7 @@ from replicator.state.budget import BudgetExhausted, BudgetLimits, LocalBudget, 
 from replicator.state.budget_rules import (
     DAY_S,
     FACTOR_FLOOR,
+    FACTOR_STEP,
     BudgetState,
     daily_reopens_in,
     decide,
@@ -79,11 +80,11 @@ def test_each_quiet_window_adds_back_a_step_up_to_one() -> None:
     settle(state, limits, T0 + 9.9, MARGIN)
     assert state.factor == pytest.approx(0.5)
     settle(state, limits, T0 + 30.0, MARGIN)  # three quiet windows
-    assert state.factor == pytest.approx(0.65)
+    assert state.factor == pytest.approx(0.5 + 3 * FACTOR_STEP)
     settle(state, limits, T0 + 35.0, MARGIN)  # half a window more: no step yet
-    assert state.factor == pytest.approx(0.65)
+    assert state.factor == pytest.approx(0.5 + 3 * FACTOR_STEP)
     settle(state, limits, T0 + 40.0, MARGIN)
-    assert state.factor == pytest.approx(0.70)
+    assert state.factor == pytest.approx(0.5 + 4 * FACTOR_STEP)
     settle(state, limits, T0 + 10_000.0, MARGIN)
     assert state.factor == 1.0
 
@@ -96,7 +97,7 @@ def test_a_later_429_restarts_the_quiet_window() -> None:
     settle(state, limits, T0 + 12.0, MARGIN)
     assert state.factor == pytest.approx(0.5)
     settle(state, limits, T0 + 18.0, MARGIN)
-    assert state.factor == pytest.approx(0.55)
+    assert state.factor == pytest.approx(0.5 + FACTOR_STEP)
 
 
 def test_after_a_429_only_half_the_burst_goes_in_a_window() -> None:
@@ -119,7 +120,8 @@ def test_success_reports_restore_the_factor() -> None:
     assert REGISTRY.get_sample_value("replicator_crm_budget_factor", {"crm": "unit-aimd"}) == pytest.approx(0.5)
     clock.now += 4.0
     budget.report(200)
-    assert REGISTRY.get_sample_value("replicator_crm_budget_factor", {"crm": "unit-aimd"}) == pytest.approx(0.7)
+    restored = REGISTRY.get_sample_value("replicator_crm_budget_factor", {"crm": "unit-aimd"})
+    assert restored == pytest.approx(0.5 + 4 * FACTOR_STEP)
     throttled_total = REGISTRY.get_sample_value("replicator_crm_budget_throttled_total", {"crm": "unit-aimd"})
     assert throttled_total == 1.0
 

@@ -476,6 +476,17 @@ def test_dashboard_covers_the_signals_ops_needs(dashboards: list[tuple[Path, dic
         "replicator_echoes_suppressed_total",
         "replicator_conflicts_total",
         "replicator_conflicts_open",
+        # the shared CRM API budget
+        "replicator_crm_budget_granted_total",
+        "replicator_crm_budget_wait_seconds",
+        "replicator_crm_budget_exhausted_total",
+        "replicator_crm_budget_throttled_total",
+        "replicator_crm_budget_factor",
+        "replicator_crm_budget_window_utilisation",
+        "replicator_crm_budget_daily_used",
+        "replicator_crm_budget_limit_per_second",
+        "replicator_crm_api_daily_used",
+        "replicator_crm_api_daily_limit",
     }
     assert required <= used, f"dashboard lacks panels for {sorted(required - used)}"
 
@@ -524,6 +535,9 @@ REQUIRED_ALERTS = {
     "ReplicatorInboxBacklog",
     "ReplicatorErpWritesRejected",
     "ReplicatorConflictsOpen",
+    "ReplicatorCrmBudgetThrottled",
+    "ReplicatorCrmDailyQuotaLow",
+    "ReplicatorCrmBudgetExhausted",
 }
 
 

@@ -86,6 +86,8 @@ def test_keyset_condition() -> None:
     )
     # Between two possible stamps: nothing can equal it, so no tie clause.
     assert keyset_after((at + timedelta(microseconds=500), "001")) == "SystemModstamp > 2026-12-05T14:20:35.123Z"
+    # No id (the poller's lookback start): every record at T, without comparing Id to '' (refused).
+    assert keyset_after((at, "")) == "SystemModstamp >= 2026-12-05T14:20:35.123Z"
 
 
 class SoqlOrg:
@@ -93,7 +95,8 @@ class SoqlOrg:
 
     pattern = re.compile(
         r"SELECT (?P<fields>.+) FROM Account"
-        r"(?: WHERE SystemModstamp > (?P<t>\S+)(?: OR \(SystemModstamp = (?P<t2>\S+) AND Id > '(?P<id>[^']*)'\))?)?"
+        r"(?: WHERE SystemModstamp (?P<op>>=?) (?P<t>\S+)"
+        r"(?: OR \(SystemModstamp = (?P<t2>\S+) AND Id > '(?P<id>[^']*)'\))?)?"
         r" ORDER BY SystemModstamp ASC, Id ASC LIMIT (?P<limit>\d+)"
     )
 
@@ -115,7 +118,11 @@ class SoqlOrg:
         rows = sorted(self.records, key=lambda r: (r["SystemModstamp"], r["Id"]))
         if m["t"]:
             t = datetime.fromisoformat(m["t"])
-            rows = [r for r in rows if r["_at"] > t or (m["id"] is not None and r["_at"] == t and r["Id"] > m["id"])]
+            rows = [
+                r
+                for r in rows
+                if r["_at"] > t or (r["_at"] == t and (m["op"] == ">=" or (m["id"] is not None and r["Id"] > m["id"])))
+            ]
         rows = rows[: int(m["limit"])]
         return httpx.Response(
             200, json={"done": True, "records": [{k: v for k, v in r.items() if k != "_at"} for r in rows]}

@@ -69,6 +69,8 @@ def _property_value(value: Any) -> Any:
 
 class HubSpotSink:
     name = "hubspot"
+    # DELETE archives too: reconcile takes an archived record whose ERP row is gone as deleted.
+    deletes_archive = True
 
     def __init__(
         self,

@@ -67,6 +67,17 @@ EVENT_ACTIONS = frozenset(
 )
 
 
+# HubSpot's actions in the inbox's vocabulary (`<object>.created|updated|deleted`, as BottleCRM
+# names them), which the change source reads to tell creates and deletes from updates.
+INBOX_ACTIONS: dict[str, str] = {"creation": "created", "deletion": "deleted", "privacyDeletion": "deleted"}
+
+
+def inbox_event(subscription_type: str) -> str:
+    """``contact.deletion`` -> ``contact.deleted``; property, association, merge and restore events are updates."""
+    prefix, _, action = subscription_type.partition(".")
+    return f"{prefix}.{INBOX_ACTIONS.get(action, 'updated')}"
+
+
 class _Unusable(Exception):
     def __init__(self, outcome: str, reason: str) -> None:
         super().__init__(reason)
@@ -216,7 +227,7 @@ def make_hubspot_webhook_app(
                 added = inbox.add(
                     crm=CRM,
                     delivery_id=str(event["eventId"]),
-                    event=str(event["subscriptionType"]),
+                    event=inbox_event(str(event["subscriptionType"])),
                     object=obj,
                     crm_id=str(event["objectId"]),
                     payload=event,

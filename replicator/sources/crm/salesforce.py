@@ -12,7 +12,8 @@ with the same millisecond), so the cursor is the pair and the query is the keyse
 Each page starts strictly after the last record of the previous one, whatever the number of
 ties. Salesforce keeps milliseconds: a cursor time with finer digits lies between two
 possible stamps, so it becomes ``SystemModstamp > T`` with T cut to the millisecond, and the
-tie clause is left out (no record can have been stamped exactly at it).
+tie clause is left out (no record can have been stamped exactly at it). A cursor without an id
+(the poller's lookback start) is ``SystemModstamp >= T``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def keyset_after(cursor: tuple[datetime, str] | None) -> str | None:
     stamp = soql.datetime_literal(at)  # cut to milliseconds
     if at.microsecond % 1000:
         return f"{MODSTAMP} > {stamp}"
+    if not last_id:
+        # A cursor moved back by the lookback has no id: every record at T is after it. `Id > ''`
+        # is refused (INVALID_QUERY_FILTER_OPERATOR): an Id is compared only with a valid Id
+        # ("fieldExpression Syntax", SOQL and SOSL Reference).
+        return f"{MODSTAMP} >= {stamp}"
     return f"{MODSTAMP} > {stamp} OR ({MODSTAMP} = {stamp} AND Id > {soql.quote(last_id)})"
 
 

@@ -2,7 +2,10 @@
 
 Each handler names the page of the REST API Developer Guide (developer.salesforce.com/docs/
 atlas.en-us.api_rest.meta, "REST API Developer Guide"), the Bulk API 2.0 guide or the
-Salesforce Help OAuth pages it follows. Cross-cutting behaviour:
+Salesforce Help OAuth pages it follows. This module holds the routing table, authentication,
+limits, inspection, OAuth, versions, org limits and describe; the other handlers live in
+``rows`` (sObject rows), ``sobject_collections`` (sObject Collections), ``query`` (SOQL) and
+``bulk_api`` (Bulk API 2.0), sharing ``api``. Cross-cutting behaviour:
 
 - Errors are JSON arrays ``[{"message", "errorCode", "fields"?}]`` ("Status Codes and Error
   Responses"); per-record errors inside collection answers are ``{"statusCode", "message",
@@ -30,46 +33,29 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import Counter, deque
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from replicator.sandbox.core import BadRequest, Faults, Limits, Request, Response, Sandbox, _seconds
+from replicator.sandbox.core import BadRequest, Faults, Limits, Request, Response, _seconds
 
-from . import soql
+from .api import SalesforceError
 from .bulk import BulkJobs
-from .schema import PREFIXES, SOBJECTS, RecordError, SObjectType, make_id, normalize_id, parse_datetime
+from .bulk_api import BulkApiMixin
+from .query import QueryMixin
+from .rows import RowsMixin
+from .schema import SOBJECTS, RecordError, parse_datetime
+from .sobject_collections import MAX_COLLECTION, CollectionsMixin
 from .store import Record, Store
 
-MAX_COLLECTION = 200  # "sObject Collections": up to 200 records per create/update/upsert/delete
-MAX_COLLECTION_GET = 2000  # "Get Records Using sObject Collections": up to 2,000 ids
-CURSOR_IDLE_S = 15 * 60  # "Execute a SOQL Query": a query locator expires after 15 minutes idle
 ORG_ID = "00D5g0000000001EAA"
 USER_ID = "0055g0000000001AAA"
 _DATA = r"/services/data/v(?P<version>\d+\.\d)"
 _SEG = r"[^/]+"
-ROLLED_BACK = RecordError(
-    "ALL_OR_NONE_OPERATION_ROLLED_BACK",
-    "Record rolled back because not all records were valid and the request was using AllOrNone header",
-)
 
 
-class SalesforceError(BadRequest):
-    """An API error answered as ``[{"message", "errorCode", "fields"}]``."""
-
-    def __init__(self, code: str, message: str, status: int = 400, fields: list[str] | None = None) -> None:
-        super().__init__(message, status, code)
-        self.fields = fields or []
-
-    @classmethod
-    def of(cls, exc: RecordError, status: int = 400) -> SalesforceError:
-        if exc.status_code in ("ENTITY_IS_DELETED", "NOT_FOUND"):
-            status = 404
-        return cls(exc.status_code, exc.message, status, exc.fields)
-
-
-class SalesforceSandbox(Sandbox):
+class SalesforceSandbox(RowsMixin, CollectionsMixin, QueryMixin, BulkApiMixin):
     """A Salesforce org in a box: Account, Contact, Product2, Opportunity with ``ERP_Id__c``.
 
     Python-side helpers for tests: `records`, `expire_tokens`, `issue_token`, `freeze_clock`,
@@ -304,56 +290,6 @@ class SalesforceSandbox(Sandbox):
         while self._usage and self._usage[0] <= now - 86_400:
             self._usage.popleft()
 
-    def _sobject(self, name: str) -> SObjectType:
-        otype = SOBJECTS.get(name) or next((t for n, t in SOBJECTS.items() if n.lower() == name.lower()), None)
-        if otype is None:
-            raise SalesforceError("NOT_FOUND", "The requested resource does not exist", 404)
-        return otype
-
-    def _ext_field(self, otype: SObjectType, name: str) -> str:
-        f = otype.field(name)
-        if f is None:
-            raise SalesforceError(
-                "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {name}", 404
-            )
-        if not (f.external_id or f.type == "id"):
-            raise SalesforceError(
-                "INVALID_FIELD",
-                f"Field name provided, {f.name} is not an External ID or indexed field for {otype.name}",
-            )
-        return f.name
-
-    @staticmethod
-    def _json(req: Request) -> Any:
-        try:
-            return req.json()
-        except BadRequest as exc:
-            raise SalesforceError("JSON_PARSER_ERROR", exc.message) from None
-
-    def _render(self, otype: SObjectType, record: Record, version: str, fields: list[str] | None = None) -> Record:
-        out: Record = {
-            "attributes": {"type": otype.name, "url": f"/services/data/{version}/sobjects/{otype.name}/{record['Id']}"}
-        }
-        for name in fields if fields is not None else list(otype.fields):
-            out[name] = record.get(name)
-        return out
-
-    def _field_list(self, otype: SObjectType, text: str | None) -> list[str] | None:
-        if not text:
-            return None
-        names = []
-        for name in text.split(","):
-            f = otype.field(name.strip())
-            if f is None:
-                raise SalesforceError(
-                    "INVALID_FIELD", f"No such column '{name.strip()}' on sobject of type {otype.name}", 400
-                )
-            names.append(f.name)
-        return names
-
-    def _version(self, req: Request) -> str:
-        return "v" + req.path.split("/services/data/v", 1)[1].split("/", 1)[0]
-
     # ------------------------------------------------------------ OAuth 2.0
 
     def oauth_token(self, req: Request) -> Response:
@@ -430,373 +366,3 @@ class SalesforceSandbox(Sandbox):
     def describe(self, req: Request, sobject: str) -> Response:
         """ "sObject Describe": every field with name, type, externalId, unique, nillable, createable..."""
         return Response(200, self._sobject(sobject).describe(self._version(req)))
-
-    # ------------------------------------------------------------ sObject rows
-
-    def _row(self, otype: SObjectType, record_id: str) -> Record:
-        full = normalize_id(record_id)
-        if full is None:
-            # The API reads a non-id path segment as an external id field name.
-            raise SalesforceError(
-                "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {record_id}", 404
-            )
-        record = self.store.records[otype.name].get(full)
-        if record is None:
-            raise SalesforceError("NOT_FOUND", "The requested resource does not exist", 404)
-        if record["IsDeleted"]:
-            raise SalesforceError("ENTITY_IS_DELETED", "entity is deleted", 404)
-        return record
-
-    def create_row(self, req: Request, sobject: str) -> Response:
-        """ "Create a Record": POST /sobjects/{SObject} → 201 ``{"id", "success", "errors"}``."""
-        otype = self._sobject(sobject)
-        body = self._json(req)
-        if not isinstance(body, dict):
-            raise SalesforceError("JSON_PARSER_ERROR", f"The body must be a JSON object of {otype.name} fields")
-        with self.lock:
-            try:
-                record_id = self.store.insert(otype.name, body)
-            except RecordError as exc:
-                raise SalesforceError.of(exc) from None
-        return Response(201, {"id": record_id, "success": True, "errors": []})
-
-    def get_row(self, req: Request, sobject: str, record_id: str) -> Response:
-        """ "Get Field Values from a Standard Object Record": GET /sobjects/{SObject}/{id}[?fields=]."""
-        otype = self._sobject(sobject)
-        fields = self._field_list(otype, req.arg("fields"))
-        with self.lock:
-            return Response(200, self._render(otype, self._row(otype, record_id), self._version(req), fields))
-
-    def update_row(self, req: Request, sobject: str, record_id: str) -> Response:
-        """ "Update a Record": PATCH /sobjects/{SObject}/{id} → 204."""
-        otype = self._sobject(sobject)
-        body = self._json(req)
-        if not isinstance(body, dict):
-            raise SalesforceError("JSON_PARSER_ERROR", f"The body must be a JSON object of {otype.name} fields")
-        with self.lock:
-            record = self._row(otype, record_id)
-            try:
-                self.store.update(otype.name, record["Id"], body)
-            except RecordError as exc:
-                raise SalesforceError.of(exc) from None
-        return Response(204)
-
-    def delete_row(self, req: Request, sobject: str, record_id: str) -> Response:
-        """ "Delete a Record": DELETE /sobjects/{SObject}/{id} → 204; 404 ENTITY_IS_DELETED when already deleted."""
-        otype = self._sobject(sobject)
-        with self.lock:
-            record = self._row(otype, record_id)
-            self.store.delete(otype.name, record["Id"])
-        return Response(204)
-
-    def get_by_external_id(self, req: Request, sobject: str, field: str, value: str) -> Response:
-        """ "Get Records Using sObject External ID": GET /sobjects/{SObject}/{field}/{value}."""
-        otype = self._sobject(sobject)
-        ext = self._ext_field(otype, field)
-        fields = self._field_list(otype, req.arg("fields"))
-        with self.lock:
-            record = self.store.find(otype.name, ext, value)
-            if record is None:
-                raise SalesforceError("NOT_FOUND", "The requested resource does not exist", 404)
-            return Response(200, self._render(otype, record, self._version(req), fields))
-
-    def upsert_row(self, req: Request, sobject: str, field: str, value: str) -> Response:
-        """ "Insert or Update (Upsert) a Record Using an External ID": 201 created / 200 updated,
-        both with ``{"id", "success", "errors", "created"}`` (API 46.0 and later)."""
-        otype = self._sobject(sobject)
-        ext = self._ext_field(otype, field)
-        body = self._json(req)
-        if not isinstance(body, dict):
-            raise SalesforceError("JSON_PARSER_ERROR", f"The body must be a JSON object of {otype.name} fields")
-        body = dict(body)
-        for key in [k for k in body if k.lower() == ext.lower()]:
-            if str(body.pop(key)) != value:
-                raise SalesforceError(
-                    "INVALID_FIELD", f"The {ext} value in the body differs from the one in the URL: {value}", 400, [ext]
-                )
-        with self.lock:
-            if (req.arg("updateOnly") or "").lower() == "true" and self.store.find(otype.name, ext, value) is None:
-                raise SalesforceError("NOT_FOUND", "The requested resource does not exist", 404)
-            try:
-                record_id, created = self.store.upsert(otype.name, ext, value, body)
-            except RecordError as exc:
-                raise SalesforceError.of(exc) from None
-        return Response(201 if created else 200, {"id": record_id, "success": True, "errors": [], "created": created})
-
-    def delete_by_external_id(self, req: Request, sobject: str, field: str, value: str) -> Response:
-        """ "Delete Records Using sObject External ID": 204, 404 when no live record matches."""
-        otype = self._sobject(sobject)
-        ext = self._ext_field(otype, field)
-        with self.lock:
-            record = self.store.find(otype.name, ext, value)
-            if record is None:
-                raise SalesforceError("NOT_FOUND", "The requested resource does not exist", 404)
-            self.store.delete(otype.name, record["Id"])
-        return Response(204)
-
-    # ------------------------------------------------------------ SOQL
-
-    def query(self, req: Request) -> Response:
-        """ "Execute a SOQL Query": ``{"totalSize", "done", "records", "nextRecordsUrl"?}`` in pages of up
-        to 2,000 (or ``Sforce-Query-Options: batchSize=n``, 200-2,000; or the sandbox's query_page_size)."""
-        text = req.arg("q")
-        if not text:
-            raise SalesforceError("MALFORMED_QUERY", "A SOQL query is required in the q parameter: /query?q=SELECT...")
-        try:
-            parsed = soql.parse(text)
-        except soql.QueryError as exc:
-            raise SalesforceError(exc.code, exc.message) from None
-        version = self._version(req)
-        names = [f.name for f in parsed.fields]
-        with self.lock:
-            rows = soql.execute(parsed, list(self.store.live(parsed.sobject.name)))
-            rendered = [self._render(parsed.sobject, r, version, names) for r in rows]
-            return Response(200, self._page(rendered, 0, self._page_size(req), version, None))
-
-    def query_more(self, req: Request, locator: str) -> Response:
-        """ "Execute a SOQL Query" → nextRecordsUrl: GET /query/{locator}-{offset}."""
-        cursor_id, _, offset_text = locator.rpartition("-")
-        with self.lock:
-            self._expire_cursors()
-            cursor = self._cursors.get(cursor_id)
-            if cursor is None or not offset_text.isdigit() or int(offset_text) > len(cursor[0]):
-                raise SalesforceError("INVALID_QUERY_LOCATOR", "invalid query locator")
-            rows = cursor[0]
-            return Response(
-                200, self._page(rows, int(offset_text), self._page_size(req), self._version(req), cursor_id)
-            )
-
-    def _page_size(self, req: Request) -> int:
-        size = self.query_page_size
-        for option in (req.header("Sforce-Query-Options") or "").split(","):
-            name, _, value = option.strip().partition("=")
-            if name == "batchSize" and value.isdigit():
-                size = min(size, max(200, min(int(value), 2000)))
-        return size
-
-    def _page(
-        self, rows: list[dict[str, Any]], offset: int, size: int, version: str, cursor_id: str | None
-    ) -> dict[str, Any]:
-        page = rows[offset : offset + size]
-        body: dict[str, Any] = {"totalSize": len(rows), "done": offset + size >= len(rows), "records": page}
-        if not body["done"]:
-            if cursor_id is None:
-                self._cursor_serial += 1
-                cursor_id = make_id("01g", self._cursor_serial)[:15]
-            self._cursors[cursor_id] = (rows, time.monotonic())
-            body["nextRecordsUrl"] = f"/services/data/{version}/query/{cursor_id}-{offset + size}"
-        elif cursor_id is not None:
-            self._cursors.pop(cursor_id, None)
-        return body
-
-    def _expire_cursors(self) -> None:
-        now = time.monotonic()
-        for cursor_id in [c for c, (_, used) in self._cursors.items() if used < now - CURSOR_IDLE_S]:
-            del self._cursors[cursor_id]
-
-    # ------------------------------------------------------------ sObject Collections
-
-    def _collection_body(self, req: Request, sobject: str | None) -> tuple[list[dict[str, Any]], bool]:
-        """(records, allOrNone) of a collections body; 400 for what the API refuses as a whole."""
-        body = self._json(req)
-        records = body.get("records") if isinstance(body, dict) else None
-        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-            raise SalesforceError("JSON_PARSER_ERROR", 'The body must be {"allOrNone": bool, "records": [{...}]}')
-        if len(records) > MAX_COLLECTION:
-            raise SalesforceError(
-                "EXCEEDED_ID_LIMIT",
-                f"record limit reached. cannot submit more than {MAX_COLLECTION} records into this call",
-            )
-        for record in records:
-            kind = (record.get("attributes") or {}).get("type") if isinstance(record.get("attributes"), dict) else None
-            if not kind:
-                raise SalesforceError("INVALID_TYPE", "Must send a concrete entity type.")
-            if kind not in SOBJECTS or (sobject is not None and kind != sobject):
-                raise SalesforceError(
-                    "INVALID_TYPE",
-                    f"Record type {kind} is not supported here"
-                    + (f"; this request takes {sobject} records only" if sobject else ""),
-                )
-        all_or_none = body.get("allOrNone", False)
-        if not isinstance(all_or_none, bool):
-            raise SalesforceError("JSON_PARSER_ERROR", f"allOrNone must be true or false, got {all_or_none!r}")
-        return records, all_or_none
-
-    def _apply(self, records: list[Any], all_or_none: bool, one: Any) -> list[dict[str, Any]]:
-        """Run `one(record) -> success dict` per record, per-record errors in place, allOrNone rollback."""
-        results: list[dict[str, Any]] = []
-        with self.lock, self.store.transaction():
-            for record in records:
-                try:
-                    if self.partial_failure():
-                        raise RecordError(
-                            "UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record or 1 records"
-                        )
-                    results.append(one(record))
-                except RecordError as exc:
-                    results.append({"success": False, "errors": [exc.as_json()]})
-            if all_or_none and not all(r["success"] for r in results):
-                self.store.rollback()
-                results = [
-                    r if not r["success"] else {"success": False, "errors": [ROLLED_BACK.as_json()]} for r in results
-                ]
-        return results
-
-    def collection_upsert(self, req: Request, sobject: str, field: str) -> Response:
-        """ "Upsert Records Using sObject Collections": PATCH /composite/sobjects/{SObject}/{ExternalIdField},
-        up to 200 records of one type, per-record UpsertResults in request order."""
-        otype = self._sobject(sobject)
-        ext = self._ext_field(otype, field)
-        records, all_or_none = self._collection_body(req, otype.name)
-
-        def ext_value(record: dict[str, Any]) -> Any:
-            return next((v for k, v in record.items() if k.lower() == ext.lower()), None)
-
-        seen = Counter(str(v) for v in map(ext_value, records) if v not in (None, ""))
-
-        def one(record: dict[str, Any]) -> dict[str, Any]:
-            value = ext_value(record)
-            values = {k: v for k, v in record.items() if k != "attributes" and k.lower() != ext.lower()}
-            if value in (None, "") and ext != "Id":
-                raise RecordError("MISSING_ARGUMENT", f"{ext} not specified", [ext])
-            if value not in (None, "") and seen[str(value)] > 1:
-                raise RecordError("DUPLICATE_VALUE", f"Duplicate external id specified: {value}", [ext])
-            record_id, created = self.store.upsert(otype.name, ext, value, values)
-            return {"id": record_id, "success": True, "errors": [], "created": created}
-
-        return Response(200, self._apply(records, all_or_none, one))
-
-    def collection_create(self, req: Request) -> Response:
-        """ "Create Records Using sObject Collections": POST /composite/sobjects, SaveResults in order."""
-        records, all_or_none = self._collection_body(req, None)
-
-        def one(record: dict[str, Any]) -> dict[str, Any]:
-            values = {k: v for k, v in record.items() if k != "attributes"}
-            return {"id": self.store.insert(record["attributes"]["type"], values), "success": True, "errors": []}
-
-        return Response(200, self._apply(records, all_or_none, one))
-
-    def collection_update(self, req: Request) -> Response:
-        """ "Update Records Using sObject Collections": PATCH /composite/sobjects, each record with its Id."""
-        records, all_or_none = self._collection_body(req, None)
-
-        def one(record: dict[str, Any]) -> dict[str, Any]:
-            values = {k: v for k, v in record.items() if k not in ("attributes", "Id", "id")}
-            record_id = record.get("Id") or record.get("id")
-            if not record_id:
-                raise RecordError("MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])
-            self.store.update(record["attributes"]["type"], str(record_id), values)
-            return {"id": normalize_id(str(record_id)), "success": True, "errors": []}
-
-        return Response(200, self._apply(records, all_or_none, one))
-
-    def collection_delete(self, req: Request) -> Response:
-        """ "Delete Records Using sObject Collections": DELETE /composite/sobjects?ids=...&allOrNone=, up to 200."""
-        ids = [i for i in (req.arg("ids") or "").split(",") if i]
-        if not ids:
-            raise SalesforceError("MISSING_ARGUMENT", "ids parameter is required: ?ids=001...,003...", 400)
-        if len(ids) > MAX_COLLECTION:
-            raise SalesforceError(
-                "EXCEEDED_ID_LIMIT",
-                f"record limit reached. cannot submit more than {MAX_COLLECTION} records into this call",
-            )
-        all_or_none = (req.arg("allOrNone") or "false").lower() == "true"
-
-        def one(record_id: str) -> dict[str, Any]:
-            full = normalize_id(record_id)
-            if full is None:
-                raise RecordError("MALFORMED_ID", f"malformed id {record_id}")
-            sobject = PREFIXES.get(full[:3])
-            if sobject is None:
-                raise RecordError("INVALID_CROSS_REFERENCE_KEY", f"invalid cross reference id: {record_id}")
-            self.store.delete(sobject, full)
-            return {"id": full, "success": True, "errors": []}
-
-        return Response(200, self._apply(ids, all_or_none, one))
-
-    def collection_get(self, req: Request, sobject: str) -> Response:
-        """ "Get Records Using sObject Collections": GET /composite/sobjects/{SObject}?ids=&fields=;
-        null for an id that matches no live record."""
-        otype = self._sobject(sobject)
-        ids = [i for i in (req.arg("ids") or "").split(",") if i]
-        fields = self._field_list(otype, req.arg("fields"))
-        if not ids or fields is None:
-            raise SalesforceError("MISSING_ARGUMENT", "ids and fields parameters are required", 400)
-        if len(ids) > MAX_COLLECTION_GET:
-            raise SalesforceError(
-                "EXCEEDED_ID_LIMIT", f"record limit reached. cannot submit more than {MAX_COLLECTION_GET} records"
-            )
-        version = self._version(req)
-        out: list[Any] = []
-        with self.lock:
-            for record_id in ids:
-                full = normalize_id(record_id)
-                if full is None:
-                    raise SalesforceError("MALFORMED_ID", f"malformed id {record_id}", 400)
-                record = self.store.records[otype.name].get(full)
-                live = record is not None and not record["IsDeleted"]
-                out.append(self._render(otype, record, version, fields) if live and record else None)
-        return Response(200, out)
-
-    # ------------------------------------------------------------ Bulk API 2.0
-
-    def job_create(self, req: Request) -> Response:
-        """Bulk API 2.0 "Create a Job": POST /jobs/ingest → 200 job info, state Open."""
-        body = self._json(req)
-        with self.lock:
-            job = self.bulk.create(body, self._version(req))
-            info = job.info()
-        return Response(200, {k: info[k] for k in _CREATE_KEYS if k in info})
-
-    def job_list(self, req: Request) -> Response:
-        """Bulk API 2.0 "Get All Jobs"."""
-        with self.lock:
-            records = [job.info() for job in self.bulk.jobs.values()]
-        return Response(200, {"done": True, "records": records, "nextRecordsUrl": None})
-
-    def job_info(self, req: Request, job_id: str) -> Response:
-        """Bulk API 2.0 "Get Job Info"."""
-        with self.lock:
-            return Response(200, self.bulk.get(job_id).info())
-
-    def job_state(self, req: Request, job_id: str) -> Response:
-        """Bulk API 2.0 "Upload Complete" / "Close or Abort a Job": ``{"state": "UploadComplete"|"Aborted"}``."""
-        body = self._json(req)
-        with self.lock:
-            return Response(200, self.bulk.set_state(job_id, body).info())
-
-    def job_delete(self, req: Request, job_id: str) -> Response:
-        """Bulk API 2.0 "Delete a Job" → 204."""
-        with self.lock:
-            self.bulk.delete(job_id)
-        return Response(204)
-
-    def job_upload(self, req: Request, job_id: str) -> Response:
-        """Bulk API 2.0 "Upload Job Data": PUT text/csv → 201 Created, empty body."""
-        with self.lock:
-            self.bulk.upload(job_id, req.body, req.header("Content-Type"))
-        return Response(201)
-
-    def job_results(self, req: Request, job_id: str, kind: str) -> Response:
-        """Bulk API 2.0 "Get Job Successful/Failed/Unprocessed Record Results": CSV."""
-        with self.lock:
-            text = self.bulk.results(job_id, kind)
-        return Response(200, text, content_type="text/csv")
-
-
-_CREATE_KEYS = [
-    "id",
-    "operation",
-    "object",
-    "createdById",
-    "createdDate",
-    "systemModstamp",
-    "state",
-    "externalIdFieldName",
-    "concurrencyMode",
-    "contentType",
-    "apiVersion",
-    "contentUrl",
-    "lineEnding",
-    "columnDelimiter",
-]

@@ -21,9 +21,7 @@ class Reader:
         return {k: self.now[k] for k in keys if k in self.now}
 
 
-ENTITY: Any = SimpleNamespace(
-    table="public.contacts", key=["id"], key_types=None, key_of=lambda row: (row["id"],)
-)
+ENTITY: Any = SimpleNamespace(table="public.contacts", key=["id"], key_types=None, key_of=lambda row: (row["id"],))
 
 
 def test_only_rows_that_moved_are_sent_again_with_their_current_state() -> None:

@@ -138,19 +138,13 @@ def run_until_backfilled(config: Path, env: dict[str, str], erp_dsn: str, log_pa
 
     import psycopg
 
-    from replicator.devstack.quickstart import cli, wait_healthy_and_idle
+    from replicator.devstack.replicator_process import cli, spawn, wait_healthy_and_idle
 
     setup = cli(["setup", "--config", str(config)], env, capture_output=True)
     if setup.returncode != 0:
         raise RuntimeError(f"replicator setup failed:\n{setup.stdout}\n{setup.stderr}")
     with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "replicator.cli", "run", "--config", str(config)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = spawn(["run"], config, env, log)
     deadline = time.monotonic() + 300
     with psycopg.connect(erp_dsn, autocommit=True) as conn:
         while True:
@@ -171,14 +165,10 @@ def run_until_backfilled(config: Path, env: dict[str, str], erp_dsn: str, log_pa
 
 def stop_stack(proc: Any, crm: Any, cluster: Any) -> None:
     """Stop what a bench started, whichever of it got started: the replicator, BottleCRM, PostgreSQL."""
-    import signal
+    from replicator.devstack.replicator_process import stop
 
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    if proc is not None:
+        stop(proc)
     if crm is not None:
         crm.stop()
     if cluster is not None:

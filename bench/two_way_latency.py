@@ -51,8 +51,8 @@ from latency_bottlecrm import bucket_quantile, histogram_delta, scrape
 
 from replicator.devstack.bottlecrm import start_bottlecrm
 from replicator.devstack.postgres import free_port, start_cluster
-from replicator.devstack.quickstart import wait_healthy_and_idle
 from replicator.devstack.quickstart_two_way import register_webhook
+from replicator.devstack.replicator_process import wait_healthy_and_idle
 from replicator.devstack.sample_erp import EXAMPLE, load_sample_erp
 from replicator.sinks.bottlecrm import BottleCrmSink
 

@@ -22,17 +22,12 @@ a deal in the CRM until the ERP holds its sales order and line.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 from rich.console import Console
 from rich.live import Live
@@ -42,6 +37,14 @@ from replicator.devstack.bottlecrm import BottleCrm, start_bottlecrm
 from replicator.devstack.postgres import free_port, start_cluster
 from replicator.devstack.quickstart_erp import QuickErp, start_erp
 from replicator.devstack.quickstart_two_way import WEBHOOK_PATH, StepFailed, register_webhook, run_two_way
+from replicator.devstack.replicator_process import (
+    cli,
+    erp_env,
+    run_until_interrupted,
+    spawn,
+    stop,
+    wait_healthy_and_idle,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 console = Console()
@@ -51,20 +54,7 @@ def replicator_env(
     erp: QuickErp, crm: BottleCrm, metrics_port: int, webhook_secret: str | None = None
 ) -> dict[str, str]:
     two_way = {"BOTTLECRM_WEBHOOK_SECRET": webhook_secret} if webhook_secret else {}
-    return {
-        **os.environ,
-        **erp.env,
-        "ERP_DSN": erp.dsn,
-        "STATE_DSN": erp.state_dsn,
-        "BOTTLECRM_URL": crm.url,
-        "BOTTLECRM_TOKEN": crm.token,
-        "REPLICATOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
-        **two_way,
-    }
-
-
-def cli(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "replicator.cli", *args], env=env, text=True, **kwargs)
+    return {**erp_env(erp, metrics_port), "BOTTLECRM_URL": crm.url, "BOTTLECRM_TOKEN": crm.token, **two_way}
 
 
 def counts(erp: QuickErp) -> dict[str, tuple[int, int]]:
@@ -93,21 +83,6 @@ def progress_table(erp: QuickErp) -> Table:
     except psycopg.Error:
         table.add_row("(state schema not ready yet)", "", "")
     return table
-
-
-def wait_healthy_and_idle(metrics_port: int, proc: subprocess.Popen[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"replicator exited with {proc.returncode}")
-        try:
-            body = httpx.get(f"http://127.0.0.1:{metrics_port}/healthz", timeout=2).json()
-            if body.get("healthy") and body.get("pending") == 0:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("the replicator did not become idle in time")
 
 
 def live_changes(erp: QuickErp, crm: BottleCrm) -> list[tuple[str, float]]:
@@ -226,23 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold]4/{steps}[/] replicator run (initial load, then streaming)")
         log = open(args.state_dir / "replicator.log", "w")  # noqa: SIM115 - lives as long as the process
         stack.callback(log.close)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "replicator.cli", "run", "--config", config],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-        def stop_replicator() -> None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
-        stack.callback(stop_replicator)
+        proc = spawn(["run"], config, env, log)
+        stack.callback(stop, proc)
         with Live(progress_table(erp), console=console, refresh_per_second=4) as live:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
@@ -277,11 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"running; edit {where} and watch the other side. Ctrl-C stops everything.")
             console.print(f"  {erp.shell}")
             console.print(f"  curl -H 'Authorization: Bearer {crm.token}' {crm.url}/api/accounts/")
-            try:
-                while proc.poll() is None:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
+            run_until_interrupted(proc)
             return 0
 
         console.print("verifying: every sample row against the CRM (replicator reconcile)")

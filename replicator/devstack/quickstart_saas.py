@@ -9,9 +9,7 @@ reconciles every sample row against the sandbox and prints what the API budget d
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -26,6 +24,7 @@ from rich.console import Console
 
 from replicator.devstack.postgres import free_port, start_cluster
 from replicator.devstack.quickstart_erp import QuickErp, start_erp, write_config
+from replicator.devstack.replicator_process import erp_env, run_until_interrupted, spawn, stop, wait_healthy_and_idle
 from replicator.devstack.sample_erp import EXAMPLE
 from replicator.sandbox.core import Limits, Running, serve
 
@@ -159,22 +158,6 @@ def _backfilled(erp: QuickErp, entities: list[str]) -> bool:
     return all(f"backfill:{e}" in done for e in entities)
 
 
-def _wait_idle(metrics_port: int, proc: subprocess.Popen[str], timeout: float, ready: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"replicator exited with {proc.returncode}")
-        if ready():
-            try:
-                body = httpx.get(f"http://127.0.0.1:{metrics_port}/healthz", timeout=2).json()
-                if body.get("healthy") and body.get("pending") == 0:
-                    return
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.2)
-    raise TimeoutError("the replicator did not finish its initial load in time")
-
-
 def _live_edits(erp: QuickErp, crm: SaasCrm, running: Running, say: Callable[[str], None]) -> None:
     sink = crm.sink(running)
     try:
@@ -208,14 +191,7 @@ def run_saas(args: Any, console: Console, cli: Callable[..., subprocess.Complete
         console.print(f"      API at {running.url}; what it holds: {running.url}/__sandbox/objects/<object>")
 
         metrics_port = free_port()
-        env = {
-            **os.environ,
-            **erp.env,
-            "ERP_DSN": erp.dsn,
-            "STATE_DSN": erp.state_dsn,
-            "REPLICATOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
-            **crm.env(running),
-        }
+        env = {**erp_env(erp, metrics_port), **crm.env(running)}
         config = _config(erp, crm, args.state_dir / "erp")
         console.print(f"[bold]3/5[/] replicator setup --config {config}")
         cli(["setup", "--config", str(config)], env, check=True)
@@ -223,30 +199,21 @@ def run_saas(args: Any, console: Console, cli: Callable[..., subprocess.Complete
         console.print("[bold]4/5[/] replicator run (initial load, then streaming)")
         log = open(args.state_dir / "replicator.log", "w")  # noqa: SIM115 - lives as long as the process
         stack.callback(log.close)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "replicator.cli", "run", "--config", str(config)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-        def stop() -> None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
-        stack.callback(stop)
+        proc = spawn(["run"], config, env, log)
+        stack.callback(stop, proc)
         entities = ["customers", "contacts", "products", "orders"]
         try:
-            _wait_idle(metrics_port, proc, 300, lambda: _backfilled(erp, entities))
+            wait_healthy_and_idle(
+                metrics_port,
+                proc,
+                300,
+                ready=lambda: _backfilled(erp, entities),
+                waiting_for="finish its initial load",
+            )
             console.print(f"      initial load done in {time.monotonic() - started:.0f} s")
             console.print(f"[bold]5/5[/] live changes: ERP commit -> visible in the {crm.title}")
             _live_edits(erp, crm, running, console.print)
-            _wait_idle(metrics_port, proc, 60, lambda: True)
+            wait_healthy_and_idle(metrics_port, proc, 60)
         except (RuntimeError, TimeoutError) as exc:
             console.print(f"[red]FAILED[/]: {exc}; replicator log in {args.state_dir}/replicator.log")
             return 1
@@ -262,11 +229,7 @@ def run_saas(args: Any, console: Console, cli: Callable[..., subprocess.Complete
         if not args.once:
             console.print("running; edit the ERP (SQL prompt below) and watch the sandbox. Ctrl-C stops everything.")
             console.print(f"  {erp.shell}")
-            try:
-                while proc.poll() is None:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
+            run_until_interrupted(proc)
             return 0
         console.print(f"verifying: every sample row against the {crm.title} (replicator reconcile)")
         result = cli(["reconcile", "--config", str(config)], env)

@@ -3,20 +3,14 @@ endpoint shapes, and error classification into sink Results."""
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any
-from uuid import UUID
 
 import httpx
 
-from replicator.ops.metrics import CRM_REQUEST_SECONDS, CRM_RESPONSES
-from replicator.sinks.base import CrmError, Outcome, Result
+from replicator.sinks.base import Outcome, Result
+from replicator.sinks.http import expect_json, pooled_client, retry_after, send_json, short_body
 
 CRM = "bottlecrm"
 PAGE = 100
@@ -67,38 +61,9 @@ SPECS: dict[str, ObjectSpec] = {
 }
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    raise TypeError(f"cannot send {type(value).__name__} to BottleCRM: {value!r}")
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    raw = resp.headers.get("Retry-After")
-    if not raw:
-        return None
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        pass
-    try:
-        return max(parsedate_to_datetime(raw).timestamp() - time.time(), 0.0)
-    except (TypeError, ValueError):
-        return None
-
-
 def body_text(resp: httpx.Response, limit: int = 1000) -> str:
     """The error body, shortened; Django's HTML 500 page is reduced to its title."""
-    ctype = resp.headers.get("content-type", "")
-    text = resp.text
-    if "html" in ctype:
-        start, end = text.find("<title>"), text.find("</title>")
-        text = text[start + 7 : end].strip() if 0 <= start < end else "HTML error page"
-    return text[:limit]
+    return short_body(resp, limit)
 
 
 def classify(resp: httpx.Response, what: str) -> Result:
@@ -113,7 +78,7 @@ def classify(resp: httpx.Response, what: str) -> Result:
             status_code=code,
         )
     if code == 429 or code >= 500:
-        return Result(Outcome.TRANSIENT, error=detail, status_code=code, retry_after=_retry_after(resp))
+        return Result(Outcome.TRANSIENT, error=detail, status_code=code, retry_after=retry_after(resp))
     return Result(Outcome.PERMANENT, error=detail, status_code=code)
 
 
@@ -139,11 +104,11 @@ class BottleCrmClient:
 
     def __init__(self, url: str, token: str, *, timeout: float, max_connections: int) -> None:
         self.url = url.rstrip("/")
-        self.http = httpx.Client(
+        self.http = pooled_client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            max_connections=max_connections,
         )
 
     def request(
@@ -156,30 +121,10 @@ class BottleCrmClient:
         body: dict[str, Any] | None = None,
     ) -> httpx.Response:
         """Send one request; transport failures raise CrmError(TRANSIENT)."""
-        content = json.dumps(body, default=_json_default) if body is not None else None
-        headers = {"Content-Type": "application/json"} if content is not None else None
-        start = time.perf_counter()
-        try:
-            resp = self.http.request(method, path, params=params, content=content, headers=headers)
-        except httpx.TransportError as exc:
-            CRM_RESPONSES.labels(CRM, method, resource, "0").inc()
-            raise CrmError(
-                Result(Outcome.TRANSIENT, error=f"{method} {self.url}{path}: {type(exc).__name__}: {exc}")
-            ) from exc
-        finally:
-            CRM_REQUEST_SECONDS.labels(CRM, method, resource).observe(time.perf_counter() - start)
-        CRM_RESPONSES.labels(CRM, method, resource, str(resp.status_code)).inc()
-        return resp
+        return send_json(self.http, CRM, "BottleCRM", method, resource, path, params=params, body=body)
 
     def expect_json(self, resp: httpx.Response, what: str) -> Any:
-        if resp.is_success:
-            try:
-                return resp.json()
-            except ValueError:
-                raise CrmError(
-                    Result(Outcome.TRANSIENT, error=f"{what}: non-JSON answer: {body_text(resp, 300)}")
-                ) from None
-        raise CrmError(classify(resp, what))
+        return expect_json(resp, what, classify)
 
     def list_page(
         self, spec: ObjectSpec, params: dict[str, Any], offset: int, limit: int = PAGE

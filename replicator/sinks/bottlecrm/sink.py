@@ -44,20 +44,19 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from replicator.sinks.base import Action, IntentLedger, Operation, Outcome, Result
+from replicator.sinks.base import Action, CrmError, IntentLedger, Operation, Outcome, Result
 from replicator.sinks.bottlecrm.client import (
     SPECS,
     BottleCrmClient,
-    CrmError,
     ObjectSpec,
     body_text,
     classify,
     unique_violation,
 )
+from replicator.sinks.pool import LazyPool
 
 _FIELD_KEY = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -98,8 +97,7 @@ class BottleCrmSink:
         self.field = external_id_field
         self.concurrency = concurrency
         self.client = BottleCrmClient(url, token, timeout=timeout, max_connections=max(concurrency, 4))
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._pool = LazyPool(concurrency, "bottlecrm")
 
     # ------------------------------------------------------------------ setup
 
@@ -251,12 +249,7 @@ class BottleCrmSink:
 
     def apply(self, ops: Sequence[Operation], ledger: IntentLedger) -> list[Result]:
         locked = _LockedLedger(ledger)
-        if len(ops) <= 1 or self.concurrency == 1:
-            return [self._apply_one(op, locked) for op in ops]
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="bottlecrm")
-        return list(self._pool.map(lambda op: self._apply_one(op, locked), ops))
+        return self._pool.map(lambda op: self._apply_one(op, locked), ops)
 
     def _apply_one(self, op: Operation, ledger: IntentLedger) -> Result:
         spec = SPECS.get(op.object)
@@ -400,8 +393,5 @@ class BottleCrmSink:
         return result
 
     def close(self) -> None:
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+        self._pool.shutdown()
         self.client.close()

@@ -11,20 +11,16 @@ private apps, ``X-HubSpot-RateLimit-Daily/-Daily-Remaining``.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
-from datetime import date, datetime
-from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any
-from uuid import UUID
 
 import httpx
 
-from replicator.ops.metrics import CRM_API_DAILY_LIMIT, CRM_API_DAILY_USED, CRM_REQUEST_SECONDS, CRM_RESPONSES
+from replicator.ops.metrics import CRM_API_DAILY_LIMIT, CRM_API_DAILY_USED
 from replicator.sinks.base import CrmError, Outcome, Result
-from replicator.state.budget import Budget, BudgetExhausted, Priority
+from replicator.sinks.http import acquire, expect_json, pooled_client, send_json
+from replicator.sinks.http import retry_after as parse_retry_after
+from replicator.state.budget import Budget, Priority
 
 CRM = "hubspot"
 BATCH_LIMIT = 100  # inputs per batch call (objects and associations batch endpoints)
@@ -56,16 +52,6 @@ def object_type(object: str) -> str:
         ) from None
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    raise TypeError(f"cannot send {type(value).__name__} to HubSpot: {value!r}")
-
-
 def _float_header(resp: httpx.Response, name: str) -> float | None:
     raw = resp.headers.get(name)
     if raw is None:
@@ -78,16 +64,9 @@ def _float_header(resp: httpx.Response, name: str) -> float | None:
 
 def retry_after(resp: httpx.Response) -> float | None:
     """Seconds to wait, from Retry-After, else from an exhausted burst window's length."""
-    raw = resp.headers.get("Retry-After")
-    if raw:
-        try:
-            return max(float(raw), 0.0)
-        except ValueError:
-            pass
-        try:
-            return max(parsedate_to_datetime(raw).timestamp() - time.time(), 0.0)
-        except (TypeError, ValueError):
-            pass
+    wait = parse_retry_after(resp)
+    if wait is not None:
+        return wait
     if resp.status_code == 429 and _float_header(resp, "X-HubSpot-RateLimit-Remaining") == 0:
         interval_ms = _float_header(resp, "X-HubSpot-RateLimit-Interval-Milliseconds")
         if interval_ms is not None:
@@ -146,11 +125,11 @@ class HubSpotClient:
         self.url = url.rstrip("/")
         self.budget = budget
         self._priority = priority
-        self.http = httpx.Client(
+        self.http = pooled_client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            max_connections=max_connections,
             transport=transport,
         )
 
@@ -164,30 +143,12 @@ class HubSpotClient:
         body: Any = None,
     ) -> httpx.Response:
         """Send one request; an exhausted budget and transport failures raise CrmError(TRANSIENT)."""
+        acquire(self.budget, self._priority(), f"{method} {path}")
         try:
-            self.budget.acquire(self._priority())
-        except BudgetExhausted as exc:
-            raise CrmError(
-                Result(
-                    Outcome.TRANSIENT,
-                    retry_after=exc.retry_after,
-                    error=f"{method} {path}: the CRM API budget is exhausted, retry in {exc.retry_after:.0f}s",
-                )
-            ) from exc
-        content = json.dumps(body, default=_json_default) if body is not None else None
-        headers = {"Content-Type": "application/json"} if content is not None else None
-        start = time.perf_counter()
-        try:
-            resp = self.http.request(method, path, params=params, content=content, headers=headers)
-        except httpx.TransportError as exc:
-            self.budget.report(0, None)
-            CRM_RESPONSES.labels(CRM, method, resource, "0").inc()
-            raise CrmError(
-                Result(Outcome.TRANSIENT, error=f"{method} {self.url}{path}: {type(exc).__name__}: {exc}")
-            ) from exc
-        finally:
-            CRM_REQUEST_SECONDS.labels(CRM, method, resource).observe(time.perf_counter() - start)
-        CRM_RESPONSES.labels(CRM, method, resource, str(resp.status_code)).inc()
+            resp = send_json(self.http, CRM, "HubSpot", method, resource, path, params=params, body=body)
+        except CrmError:
+            self.budget.report(0, None)  # no answer at all: the budget learns of it too
+            raise
         self.budget.report(resp.status_code, retry_after(resp) if resp.status_code in (429, 503) else None)
         self._note_daily(resp)
         return resp
@@ -202,12 +163,7 @@ class HubSpotClient:
                 CRM_API_DAILY_USED.labels(CRM).set(max(limit - remaining, 0.0))
 
     def expect_json(self, resp: httpx.Response, what: str) -> Any:
-        if resp.is_success:
-            try:
-                return resp.json()
-            except ValueError:
-                raise CrmError(Result(Outcome.TRANSIENT, error=f"{what}: non-JSON answer: {resp.text[:300]}")) from None
-        raise CrmError(classify(resp, what))
+        return expect_json(resp, what, classify)
 
     def close(self) -> None:
         self.http.close()

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -50,6 +49,7 @@ from replicator.sinks.hubspot.client import (
     classify,
     object_type,
 )
+from replicator.sinks.pool import LazyPool
 from replicator.state.budget import Budget, Priority, UnlimitedBudget
 
 # The default property group of each object type, where ensure_setup() puts the id property.
@@ -105,8 +105,7 @@ class HubSpotSink:
             object_type(obj)
             self._read[obj] |= set(names)
         self._read_lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._pool = LazyPool(concurrency, "hubspot")
 
     # ------------------------------------------------------------------ setup
 
@@ -331,12 +330,7 @@ class HubSpotSink:
         return [r if r is not None else Result(Outcome.PERMANENT, error="no result") for r in results]
 
     def _map(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-        if len(items) <= 1 or self.concurrency == 1:
-            return [fn(item) for item in items]
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="hubspot")
-        return list(self._pool.map(fn, items))
+        return self._pool.map(fn, items)
 
     def _upsert(self, object: str, ops: list[Operation]) -> list[Result]:
         lookups = LOOKUPS.get(object, {})
@@ -433,8 +427,5 @@ class HubSpotSink:
         return [results[i] for i in range(len(ops))]
 
     def close(self) -> None:
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+        self._pool.shutdown()
         self.client.close()

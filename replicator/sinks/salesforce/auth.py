@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import httpx
 
 from replicator.sinks.base import CrmError, Outcome, Result
-from replicator.sinks.salesforce.headers import retry_after
+from replicator.sinks.http import retry_after
 
 
 @dataclass(frozen=True, slots=True)

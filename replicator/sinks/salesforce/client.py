@@ -22,18 +22,18 @@ Behaviour and where it is documented (REST API Developer Guide unless said other
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import orjson
 
-from replicator.ops.metrics import CRM_API_DAILY_LIMIT, CRM_API_DAILY_USED, CRM_REQUEST_SECONDS, CRM_RESPONSES
+from replicator.ops.metrics import CRM_API_DAILY_LIMIT, CRM_API_DAILY_USED
 from replicator.sinks.base import CrmError, Outcome, Result
+from replicator.sinks.http import acquire, expect_json, pooled_client, retry_after, send
 from replicator.sinks.salesforce.auth import Credentials, Token, TokenSource
-from replicator.sinks.salesforce.headers import parse_limit_info, retry_after
-from replicator.state.budget import Budget, BudgetExhausted, Priority
+from replicator.sinks.salesforce.headers import parse_limit_info
+from replicator.state.budget import Budget, Priority
 
 CRM = "salesforce"
 
@@ -127,36 +127,19 @@ class SalesforceClient:
         self.api = f"/services/data/{api_version}"
         self.budget = budget
         self.priority = Priority.LIVE
-        self.http = httpx.Client(
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            transport=transport,
-        )
+        self.http = pooled_client(timeout=timeout, max_connections=max_connections, transport=transport)
         self.tokens = TokenSource(login_url, credentials, self._post_form)
 
     # ------------------------------------------------------------------ sending
 
     def _send(self, method: str, url: str, resource: str, **kwargs: Any) -> httpx.Response:
         """One HTTP exchange through the budget, timed and counted; no response raises CrmError(TRANSIENT)."""
+        acquire(self.budget, self.priority, f"{method} {resource}")
         try:
-            self.budget.acquire(self.priority)
-        except BudgetExhausted as exc:
-            raise CrmError(
-                Result(
-                    Outcome.TRANSIENT,
-                    retry_after=exc.retry_after,
-                    error=f"{method} {resource}: CRM API budget exhausted, retry in {exc.retry_after:.0f} s",
-                )
-            ) from exc
-        start = time.perf_counter()
-        try:
-            resp = self.http.request(method, url, **kwargs)
-        except httpx.TransportError as exc:
-            self.budget.report(0, None)
-            CRM_RESPONSES.labels(CRM, method, resource, "0").inc()
-            raise CrmError(Result(Outcome.TRANSIENT, error=f"{method} {url}: {type(exc).__name__}: {exc}")) from exc
-        finally:
-            CRM_REQUEST_SECONDS.labels(CRM, method, resource).observe(time.perf_counter() - start)
+            resp = send(self.http, CRM, method, resource, url, **kwargs)
+        except CrmError:
+            self.budget.report(0, None)  # no answer at all: the budget learns of it too
+            raise
         wait = retry_after(resp)
         if (
             resp.status_code == 403
@@ -165,7 +148,6 @@ class SalesforceClient:
         ):
             wait = REQUEST_LIMIT_WAIT_S
         self.budget.report(resp.status_code, wait)
-        CRM_RESPONSES.labels(CRM, method, resource, str(resp.status_code)).inc()
         usage = parse_limit_info(resp.headers.get("Sforce-Limit-Info"))
         if usage is not None:
             CRM_API_DAILY_USED.labels(CRM).set(usage[0])
@@ -219,14 +201,7 @@ class SalesforceClient:
         )
 
     def expect_json(self, resp: httpx.Response, what: str) -> Any:
-        if resp.is_success:
-            try:
-                return resp.json()
-            except ValueError:
-                raise CrmError(
-                    Result(Outcome.TRANSIENT, error=f"{what}: answer is not JSON: {resp.text[:300]!r}")
-                ) from None
-        raise CrmError(classify(resp, what))
+        return expect_json(resp, what, classify)
 
     # ------------------------------------------------------------------ reading
 

@@ -40,9 +40,7 @@ to ``concurrency`` threads.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -51,6 +49,7 @@ from urllib.parse import quote as url_quote
 import httpx
 
 from replicator.sinks.base import Action, CrmError, IntentLedger, Operation, Outcome, Result
+from replicator.sinks.pool import LazyPool
 from replicator.sinks.salesforce import soql
 from replicator.sinks.salesforce.auth import Credentials
 from replicator.sinks.salesforce.bulk import BulkUpsert
@@ -118,8 +117,7 @@ class SalesforceSink:
         )
         self.bulk = BulkUpsert(self.client)
         self.schema = Schema(self.client, self.field)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._pool = LazyPool(concurrency, "salesforce")
 
     @property
     def priority(self) -> Priority:
@@ -316,13 +314,7 @@ class SalesforceSink:
                 failed = Result(Outcome.PERMANENT, error=f"unexpected {type(exc).__name__} in Salesforce sink: {exc}")
                 return [(i, failed) for i in task.indexes]
 
-        if len(tasks) <= 1 or self.concurrency == 1:
-            return [pair for task in tasks for pair in guarded(task)]
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="salesforce")
-            pool = self._pool
-        return [pair for chunk in pool.map(guarded, tasks) for pair in chunk]
+        return [pair for chunk in self._pool.map(guarded, tasks) for pair in chunk]
 
     def _resolve(self, sobject: str, items: list[tuple[int, Operation]]) -> dict[int, str]:
         missing = [op.external_id for _, op in items if not op.crm_id]
@@ -397,8 +389,5 @@ class SalesforceSink:
         return [(i, item_result(item, label, gone_ok=gone_ok)) for (i, label), item in zip(labels, data, strict=True)]
 
     def close(self) -> None:
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+        self._pool.shutdown()
         self.client.close()

@@ -22,6 +22,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from replicator.sinks.timestamps import parse_aware_datetime
+
 _ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _NEEDS_ESCAPE = re.compile(r"[\\'\n\r\t]")
 # API names: letters, digits and underscores, starting with a letter (custom ones end in __c);
@@ -102,12 +104,5 @@ def select(
     return text
 
 
-def parse_datetime(value: Any) -> datetime | None:
-    """An aware datetime from Salesforce's ``2026-12-05T14:20:35.000+0000`` (or ``...Z``); None otherwise."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
+# Salesforce's ``2026-12-05T14:20:35.000+0000`` (or ``...Z``) is ISO 8601 as fromisoformat reads it.
+parse_datetime = parse_aware_datetime

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from replicator.sinks.bottlecrm import BottleCrmSink
+from replicator.sinks.timestamps import parse_aware_datetime
 
 # Webhook event prefix -> our object. deal.won and deal.lost are updates of an opportunity.
 EVENT_OBJECTS: dict[str, str] = {"account": "account", "contact": "contact", "deal": "opportunity"}
@@ -140,15 +141,8 @@ VOLATILE_FIELDS: dict[str, frozenset[str]] = {
 TIMESTAMPED: frozenset[str] = frozenset({"contact", "product"})
 
 
-def parse_timestamp(value: Any) -> datetime | None:
-    """BottleCRM's ISO 8601 timestamps ("2026-11-25T05:18:49.864809Z"), None when absent or unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
+# BottleCRM's ISO 8601 timestamps ("2026-11-25T05:18:49.864809Z"), None when absent or unreadable.
+parse_timestamp = parse_aware_datetime
 
 
 class BottleCrmRecords:

@@ -18,17 +18,11 @@ cover those.
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import structlog
-
-from replicator.ops import metrics
+from replicator.sources.crm.polling import PollLoop, epoch_us
 from replicator.state.inbox import Inbox
-from replicator.state.store import StateStore
-
-log = structlog.get_logger()
 
 Cursor = tuple[datetime, str]
 
@@ -43,10 +37,6 @@ class CursorBroken(RuntimeError):
     """The CRM answered a page that does not move the keyset forward."""
 
 
-def _epoch_us(ts: datetime) -> int:
-    return int(ts.timestamp() * 1_000_000)
-
-
 def encode_cursor(cursor: Cursor) -> str:
     return f"{cursor[0].isoformat()}|{cursor[1]}"
 
@@ -56,7 +46,7 @@ def decode_cursor(position: str) -> Cursor:
     return datetime.fromisoformat(stamp), record_id
 
 
-class CursorPoller:
+class CursorPoller(PollLoop):
     def __init__(
         self,
         crm: str,
@@ -69,44 +59,14 @@ class CursorPoller:
         lookback_s: float,
         page_size: int = 100,
     ) -> None:
-        if interval_s <= 0:
-            raise ValueError(f"poll interval_s must be > 0, got {interval_s}")
-        if lookback_s < 0:
-            raise ValueError(f"poll lookback_s must be >= 0, got {lookback_s}")
-        self.crm = crm
-        self.inbox = inbox
+        super().__init__(crm, inbox, state_dsn, objects=objects, interval_s=interval_s, lookback_s=lookback_s)
         self.records = records
-        self.objects = list(objects)
-        self.interval_s = interval_s
         self.lookback = timedelta(seconds=lookback_s)
         self.page_size = page_size
-        self._store = StateStore(state_dsn)
-
-    def close(self) -> None:
-        self._store.close()
-
-    def stream(self, object: str) -> str:
-        return f"poll:{self.crm}:{object}"
-
-    def run(self, stop: threading.Event) -> None:
-        """Poll every interval_s until `stop` is set; a failed poll is logged and tried again next time."""
-        while not stop.is_set():
-            try:
-                self.poll_once()
-            except Exception as exc:
-                log.warning("crm poll failed; trying again at the next interval", crm=self.crm, error=str(exc))
-            stop.wait(self.interval_s)
-
-    def poll_once(self) -> int:
-        """One pass over every object since its cursor; the number of new inbox notifications."""
-        return sum(self._poll_object(obj) for obj in self.objects)
 
     def cursor(self, object: str) -> Cursor | None:
-        stream = self.stream(object)
-        for row in self._store.checkpoints():
-            if row["stream"] == stream:
-                return decode_cursor(row["position"])
-        return None
+        position = self._checkpoint(object)
+        return None if position is None else decode_cursor(position)
 
     def _poll_object(self, object: str) -> int:
         saved = self.cursor(object)
@@ -125,21 +85,12 @@ class CursorPoller:
                         f"{self.crm} {object}: record {record_id} at {stamp.isoformat()} is not after the cursor "
                         f"{encode_cursor(position)}; the connector's changes_after must page strictly forward"
                     )
-                added += self._notify(object, record_id, stamp)
+                delivery_id = f"poll:{object}:{record_id}:{epoch_us(stamp)}"
+                added += self._notify(object, record_id, "poll", delivery_id, modified_at=stamp.isoformat())
                 position = here
             if position is not None and (saved is None or position > saved):
                 # Saved per page: a poll cut short resumes here, not from the start.
-                self._store.save_checkpoint(self.stream(object), encode_cursor(position), _epoch_us(position[0]))
+                self._store.save_checkpoint(self.stream(object), encode_cursor(position), epoch_us(position[0]))
                 saved = position
             if len(page) < self.page_size:
                 return added
-
-    def _notify(self, object: str, crm_id: str, stamp: datetime) -> int:
-        payload = {"event": "poll", "data": {"id": crm_id}, "object": object, "modified_at": stamp.isoformat()}
-        delivery_id = f"poll:{object}:{crm_id}:{_epoch_us(stamp)}"
-        if not self.inbox.add(
-            crm=self.crm, delivery_id=delivery_id, event="poll", object=object, crm_id=crm_id, payload=payload
-        ):
-            return 0
-        metrics.CRM_POLLED.labels(self.crm, object).inc()
-        return 1

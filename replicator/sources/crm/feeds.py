@@ -90,21 +90,12 @@ def make_poller(config: Config, records: Any, inbox: Inbox, *, objects: list[str
     poll = poll_config(config)
     if poll is None or poll.interval_s <= 0:
         return None
-    if isinstance(crm, HubSpotConfig | SalesforceConfig):
-        from replicator.sources.crm.cursor_poll import CursorPoller
-
-        return CursorPoller(
-            crm.kind,
-            inbox,
-            records,
-            config.state_dsn,
-            objects=objects,
-            interval_s=poll.interval_s,
-            lookback_s=poll.lookback_s,
-        )
+    from replicator.sources.crm.cursor_poll import CursorPoller
     from replicator.sources.crm.poll import Poller
 
-    return Poller(
+    # CRMs that list records by modification time get a keyset cursor; BottleCRM a content-hash scan.
+    poller = CursorPoller if isinstance(crm, HubSpotConfig | SalesforceConfig) else Poller
+    return poller(
         crm.kind,
         inbox,
         records,

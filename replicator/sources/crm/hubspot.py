@@ -27,6 +27,7 @@ from typing import Any
 
 from replicator.sinks.hubspot import LOOKUPS, OBJECT_TYPES, HubSpotSink
 from replicator.sinks.hubspot.client import MODIFIED_PROPERTY, object_type
+from replicator.sinks.timestamps import parse_aware_datetime
 
 SEARCH_PAGE_MAX = 200
 SEARCHES_PER_SECOND = 5.0
@@ -50,11 +51,7 @@ def parse_modified(value: Any) -> datetime | None:
     text = str(value)
     if text.isdigit():
         return _EPOCH + timedelta(milliseconds=int(text))
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
+    return parse_aware_datetime(text)
 
 
 class HubSpotRecords:

@@ -24,22 +24,31 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import psycopg
 import structlog
 
-from replicator.ops.http import StartResponse, WsgiApp
-from replicator.ops.metrics import WEBHOOKS
+from replicator.ops.http import WsgiApp
 from replicator.sources.crm.signature import (
     HUBSPOT_SIGNATURE_HEADER,
     HUBSPOT_TIMESTAMP_HEADER,
     SignatureError,
     verify_hubspot_v3,
 )
-from replicator.sources.crm.webhook import _dead_letter_payload, _environ_key, _read_body, _respond
+from replicator.sources.crm.wsgi import (
+    INBOX_UNAVAILABLE,
+    Answer,
+    Unusable,
+    count,
+    dead_lettered,
+    environ_key,
+    post_only_app,
+    rejected,
+    store_dead_letter_as,
+)
 from replicator.state.inbox import Inbox
 
 log = structlog.get_logger()
@@ -78,13 +87,6 @@ def inbox_event(subscription_type: str) -> str:
     return f"{prefix}.{INBOX_ACTIONS.get(action, 'updated')}"
 
 
-class _Unusable(Exception):
-    def __init__(self, outcome: str, reason: str) -> None:
-        super().__init__(reason)
-        self.outcome = outcome
-        self.reason = reason
-
-
 def object_of_event(event: dict[str, Any]) -> str | None:
     """Our object for an event's subscription type, None when we do not replicate it."""
     subscription = event.get("subscriptionType")
@@ -99,15 +101,15 @@ def object_of_event(event: dict[str, Any]) -> str | None:
 
 
 def _check(event: Any, position: int) -> tuple[dict[str, Any], str]:
-    """The event and its object, or _Unusable naming what is wrong."""
+    """The event and its object, or Unusable naming what is wrong."""
     if not isinstance(event, dict):
-        raise _Unusable("malformed", f"event #{position} is JSON {type(event).__name__}, expected an object")
+        raise Unusable("malformed", f"event #{position} is JSON {type(event).__name__}, expected an object")
     missing = [k for k in ("eventId", "subscriptionType", "objectId") if event.get(k) in (None, "")]
     if missing:
-        raise _Unusable("malformed", f"event #{position} has no {', '.join(missing)}")
+        raise Unusable("malformed", f"event #{position} has no {', '.join(missing)}")
     obj = object_of_event(event)
     if obj is None:
-        raise _Unusable(
+        raise Unusable(
             "unknown",
             f"event {event['eventId']}: subscription type {event['subscriptionType']!r} is not replicated "
             f"(only {', '.join(sorted(EVENT_OBJECTS))} creation/deletion/propertyChange/... events are); "
@@ -143,40 +145,13 @@ def make_hubspot_webhook_app(
     ``store_dead_letter`` takes StateStore.dead_letter's keyword arguments.
     """
 
-    def count(outcome: str, n: int = 1) -> None:
-        WEBHOOKS.labels(crm=CRM, outcome=outcome).inc(n)
-
-    def dead_letter(key: str, reason: str, payload: Any) -> None:
-        store_dead_letter(
-            entity=f"webhook:{CRM}",
-            erp_key=key,
-            op="webhook",
-            reason=reason,
-            payload=payload,
-            source_table=None,
-            position=None,
-        )
-
-    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method != "POST":
-            start_response("405 Method Not Allowed", [("Allow", "POST"), ("Content-Type", "text/plain")])
-            return [b"webhooks are POSTed\n"]
-        try:
-            body = _read_body(environ)
-        except ValueError as exc:
-            count("malformed")
-            return _respond(start_response, "400 Bad Request", {"error": str(exc)})
-        if body is None:
-            count("malformed")
-            return _respond(start_response, "413 Content Too Large", {"error": "body too large, not read"})
-
+    def handle(environ: dict[str, Any], body: bytes) -> Answer:
         url = request_url(environ, public_url)
         try:
             verify_hubspot_v3(
-                environ.get(_environ_key(HUBSPOT_SIGNATURE_HEADER)),
-                environ.get(_environ_key(HUBSPOT_TIMESTAMP_HEADER)),
-                method,
+                environ.get(environ_key(HUBSPOT_SIGNATURE_HEADER)),
+                environ.get(environ_key(HUBSPOT_TIMESTAMP_HEADER)),
+                "POST",
                 url,
                 body,
                 client_secret,
@@ -184,28 +159,18 @@ def make_hubspot_webhook_app(
                 tolerance_s=tolerance_s,
             )
         except SignatureError as exc:
-            count(exc.outcome)
-            log.warning("webhook rejected", crm=CRM, outcome=exc.outcome, reason=exc.message, url=url)
-            return _respond(start_response, "401 Unauthorized", {"error": exc.message})
+            return rejected(CRM, exc, url=url)
 
         try:
             try:
                 events = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
-                raise _Unusable("malformed", f"the body is not JSON ({exc})") from None
+                raise Unusable("malformed", f"the body is not JSON ({exc})") from None
             if not isinstance(events, list):
-                raise _Unusable("malformed", f"the body is JSON {type(events).__name__}, expected an array of events")
-        except _Unusable as exc:
+                raise Unusable("malformed", f"the body is JSON {type(events).__name__}, expected an array of events")
+        except Unusable as exc:
             key = "sha256:" + hashlib.sha256(body).hexdigest()
-            try:
-                dead_letter(key, exc.reason, _dead_letter_payload(body))
-            except psycopg.Error as db_exc:
-                count("unavailable")
-                log.error("webhook dead letter not stored", crm=CRM, delivery=key, error=str(db_exc))
-                return _respond(start_response, "503 Service Unavailable", {"error": "state store unavailable"})
-            count(exc.outcome)
-            log.warning("webhook dead-lettered", crm=CRM, outcome=exc.outcome, reason=exc.reason, delivery=key)
-            return _respond(start_response, "200 OK", {"stored": 0, "dead_letters": [exc.reason]})
+            return dead_lettered(CRM, store_dead_letter, key, exc, body, {"stored": 0, "dead_letters": [exc.reason]})
 
         stored = duplicates = 0
         reasons: list[str] = []
@@ -213,14 +178,14 @@ def make_hubspot_webhook_app(
             try:
                 try:
                     event, obj = _check(raw, position)
-                except _Unusable as exc:
+                except Unusable as exc:
                     key = (
                         str(raw["eventId"])
                         if isinstance(raw, dict) and raw.get("eventId") not in (None, "")
                         else "sha256:" + hashlib.sha256(orjson.dumps(raw)).hexdigest()
                     )
-                    dead_letter(key, exc.reason, raw)
-                    count(exc.outcome)
+                    store_dead_letter_as(CRM, store_dead_letter, key, exc.reason, raw)
+                    count(CRM, exc.outcome)
                     reasons.append(exc.reason)
                     log.warning("webhook event dead-lettered", crm=CRM, reason=exc.reason, delivery=key)
                     continue
@@ -234,17 +199,17 @@ def make_hubspot_webhook_app(
                 )
             except psycopg.Error as exc:
                 # Events stored so far stay stored; HubSpot's retry brings them again as duplicates.
-                count("unavailable")
+                count(CRM, "unavailable")
                 log.error("webhook not stored: inbox unavailable", crm=CRM, error=str(exc))
-                return _respond(start_response, "503 Service Unavailable", {"error": "inbox unavailable, retry later"})
+                return INBOX_UNAVAILABLE
             if added:
                 stored += 1
             else:
                 duplicates += 1
         if stored:
-            count("accepted", stored)
+            count(CRM, "accepted", stored)
         if duplicates:
-            count("duplicate", duplicates)
-        return _respond(start_response, "200 OK", {"stored": stored, "duplicates": duplicates, "dead_letters": reasons})
+            count(CRM, "duplicate", duplicates)
+        return "200 OK", {"stored": stored, "duplicates": duplicates, "dead_letters": reasons}
 
-    return app
+    return post_only_app(CRM, handle)

@@ -19,20 +19,15 @@ which every change has been noticed.
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
 import psycopg
-import structlog
 
-from replicator.ops import metrics
+from replicator.sources.crm.polling import PollLoop, epoch_us
 from replicator.state.inbox import Inbox
-from replicator.state.store import StateStore
-
-log = structlog.get_logger()
 
 
 class ListedRecords(Protocol):
@@ -60,11 +55,7 @@ def content_hash(record: dict[str, Any], volatile: frozenset[str] = frozenset())
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
 
 
-def _epoch_us(ts: datetime) -> int:
-    return int(ts.timestamp() * 1_000_000)
-
-
-class Poller:
+class Poller(PollLoop):
     def __init__(
         self,
         crm: str,
@@ -76,42 +67,17 @@ class Poller:
         interval_s: float,
         lookback_s: float,
     ) -> None:
-        if interval_s <= 0:
-            raise ValueError(f"poll interval_s must be > 0, got {interval_s}")
-        if lookback_s < 0:
-            raise ValueError(f"poll lookback_s must be >= 0, got {lookback_s}")
-        self.crm = crm
-        self.inbox = inbox
+        super().__init__(crm, inbox, state_dsn, objects=objects, interval_s=interval_s, lookback_s=lookback_s)
         self.records = records
-        self.objects = list(objects)
-        self.interval_s = interval_s
         # Kept for CRMs whose lists can be read newest-first; BottleCRM's cannot (see the module docstring).
         self.lookback_s = lookback_s
-        self._dsn = state_dsn
         self._conn = psycopg.connect(state_dsn, autocommit=True, application_name="replicator-poller")
-        self._store = StateStore(state_dsn)
 
     def close(self) -> None:
         self._conn.close()
-        self._store.close()
-
-    def stream(self, object: str) -> str:
-        return f"poll:{self.crm}:{object}"
+        super().close()
 
     # -- polling -------------------------------------------------------------
-    def run(self, stop: threading.Event) -> None:
-        """Poll every interval_s until `stop` is set; a failed poll is logged and tried again next time."""
-        while not stop.is_set():
-            try:
-                self.poll_once()
-            except Exception as exc:
-                log.warning("crm poll failed; trying again at the next interval", crm=self.crm, error=str(exc))
-            stop.wait(self.interval_s)
-
-    def poll_once(self) -> int:
-        """One complete scan of every object; the number of notifications added to the inbox."""
-        return sum(self._poll_object(obj) for obj in self.objects)
-
     def _poll_object(self, object: str) -> int:
         volatile = self.records.volatile(object)
         known = self._snapshot(object)
@@ -132,7 +98,7 @@ class Poller:
                 continue
             # The previous state's time is part of the delivery id: content that returns to an earlier
             # value (Paris -> Lyon -> Paris) is a new change, while the same change found twice is not.
-            since = _epoch_us(before[1]) if before is not None else 0
+            since = epoch_us(before[1]) if before is not None else 0
             added += self._notify(object, crm_id, "poll", f"poll:{object}:{crm_id}:{digest[:16]}:{since}")
             self._conn.execute(
                 "INSERT INTO replicator.crm_snapshot (crm, object, crm_id, hash) VALUES (%s, %s, %s, %s) "
@@ -152,15 +118,6 @@ class Poller:
             self._advance_cursor(object, newest)
         return added
 
-    def _notify(self, object: str, crm_id: str, event: str, delivery_id: str) -> int:
-        payload = {"event": event, "data": {"id": crm_id}, "object": object}
-        if not self.inbox.add(
-            crm=self.crm, delivery_id=delivery_id, event=event, object=object, crm_id=crm_id, payload=payload
-        ):
-            return 0
-        metrics.CRM_POLLED.labels(self.crm, object).inc()
-        return 1
-
     # -- state ---------------------------------------------------------------
     def _snapshot(self, object: str) -> dict[str, tuple[str, datetime]]:
         rows = self._conn.execute(
@@ -171,11 +128,8 @@ class Poller:
 
     def cursor(self, object: str) -> datetime | None:
         """The newest modification time a complete scan of `object` saw, if it has one."""
-        stream = self.stream(object)
-        for row in self._store.checkpoints():
-            if row["stream"] == stream:
-                return datetime.fromisoformat(row["position"])
-        return None
+        position = self._checkpoint(object)
+        return None if position is None else datetime.fromisoformat(position)
 
     def _advance_cursor(self, object: str, newest: datetime) -> None:
         # A complete scan saw every record at `newest`, so records sharing that timestamp are all
@@ -183,4 +137,4 @@ class Poller:
         current = self.cursor(object)
         if current is not None and newest <= current:
             return
-        self._store.save_checkpoint(self.stream(object), newest.isoformat(), _epoch_us(newest))
+        self._store.save_checkpoint(self.stream(object), newest.isoformat(), epoch_us(newest))

@@ -124,3 +124,28 @@ def test_a_connector_that_does_not_page_forward_is_refused_not_looped(state: str
     finally:
         poller.close()
         inbox.close()
+
+
+class NumericIdCrm(KeysetCrm):
+    """Ids that are numbers, ordered as numbers within a tie (HubSpot's hs_object_id)."""
+
+    def changes_after(self, object: str, cursor: tuple[datetime, str] | None, limit: int) -> list[dict[str, Any]]:
+        self.pages += 1
+        ordered = sorted((ts, int(rid), rid) for rid, ts in self.rows.items())
+        after = None if cursor is None else (cursor[0], int(cursor[1]) if cursor[1] else -1)
+        rows = [(ts, rid) for ts, n, rid in ordered if after is None or (ts, n) > after]
+        return [{"id": rid, "modified": ts} for ts, rid in rows[:limit]]
+
+
+def test_numeric_ids_sharing_a_timestamp_page_forward_across_a_change_of_length(state: str) -> None:
+    crm = NumericIdCrm()
+    for rid in ("98", "99", "100", "101", "9999999999", "10000000000"):
+        crm.touch(rid, T0)
+    inbox = Inbox(state)
+    poller = CursorPoller("fake", inbox, crm, state, objects=["contact"], interval_s=1, lookback_s=0, page_size=2)
+    try:
+        assert poller.poll_once() == 6
+        assert poller.cursor("contact") == (T0, "10000000000")
+    finally:
+        poller.close()
+        inbox.close()

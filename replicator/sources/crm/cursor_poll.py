@@ -37,6 +37,13 @@ class CursorBroken(RuntimeError):
     """The CRM answered a page that does not move the keyset forward."""
 
 
+def _order(cursor: Cursor) -> tuple[datetime, tuple[int, str]]:
+    """The keyset order the connectors page in: numeric ids (HubSpot's) as numbers, so that "100"
+    comes after "99" as it does in the CRM; others (Salesforce's fixed-length ids) as text."""
+    stamp, record_id = cursor
+    return stamp, (len(record_id), record_id) if record_id.isdigit() else (0, record_id)
+
+
 def encode_cursor(cursor: Cursor) -> str:
     return f"{cursor[0].isoformat()}|{cursor[1]}"
 
@@ -80,7 +87,7 @@ class CursorPoller(PollLoop):
                 if stamp is None:
                     raise CursorBroken(f"{self.crm} {object} {record_id}: record has no modification time")
                 here = (stamp, record_id)
-                if position is not None and here <= position:
+                if position is not None and _order(here) <= _order(position):
                     raise CursorBroken(
                         f"{self.crm} {object}: record {record_id} at {stamp.isoformat()} is not after the cursor "
                         f"{encode_cursor(position)}; the connector's changes_after must page strictly forward"
@@ -88,7 +95,7 @@ class CursorPoller(PollLoop):
                 delivery_id = f"poll:{object}:{record_id}:{epoch_us(stamp)}"
                 added += self._notify(object, record_id, "poll", delivery_id, modified_at=stamp.isoformat())
                 position = here
-            if position is not None and (saved is None or position > saved):
+            if position is not None and (saved is None or _order(position) > _order(saved)):
                 # Saved per page: a poll cut short resumes here, not from the start.
                 self._store.save_checkpoint(self.stream(object), encode_cursor(position), epoch_us(position[0]))
                 saved = position

@@ -133,6 +133,7 @@ class PostgresStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
+        self._expired_below: int | None = None  # the oldest live minute at this process's last expiry
         try:
             with self._lock:
                 self._connection().execute(_ENSURE, (key, crm))
@@ -145,11 +146,26 @@ class PostgresStore:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._dsn, autocommit=True, application_name="replicator-budget")
+            # Every process using the credential queues on one row lock: a holder that stalls (a
+            # paused container, a partitioned host) must not freeze them all for TCP's two hours.
+            # A waiter gives up after lock_timeout (BudgetUnavailable: the request is retried), the
+            # server ends a stalled holder's transaction, and keepalives notice a dead peer.
+            self._conn = psycopg.connect(
+                self._dsn,
+                autocommit=True,
+                application_name="replicator-budget",
+                connect_timeout=5,
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+            )
             # Without it each grant waits for a WAL flush. A crash of the server may then forget
             # the last few grants, which only lets a few more requests go than the CRM allows for
             # one window: its 429s cover that, and nothing else depends on these rows.
             self._conn.execute("SET synchronous_commit = off")
+            self._conn.execute("SET lock_timeout = '2s'")
+            self._conn.execute("SET idle_in_transaction_session_timeout = '10s'")
         return self._conn
 
     @contextmanager
@@ -165,7 +181,13 @@ class PostgresStore:
                     assert row is not None
                     now = self._clock()
                     factor, blocked, last_429, last_decrease, increased, grants, waiters, used = row
-                    expired = conn.execute(_EXPIRE, (self._key, oldest_live_bucket(now))).fetchall()
+                    # Buckets are minutes: expiring again within the same minute finds nothing. (Another
+                    # process's expiry is already in `used`; a skipped one only over-counts, the safe side.)
+                    oldest = oldest_live_bucket(now)
+                    expired = (
+                        [] if oldest == self._expired_below else conn.execute(_EXPIRE, (self._key, oldest)).fetchall()
+                    )
+                    self._expired_below = oldest
                     state = BudgetState(
                         factor=factor,
                         blocked_until=blocked,

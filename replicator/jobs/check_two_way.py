@@ -8,13 +8,14 @@ from replicator.config.model import Config
 from replicator.jobs.check import Finding
 from replicator.mapping.expr import MappingError
 from replicator.mapping.reverse import ReverseEntity
+from replicator.sinks.base import CrmError
 from replicator.sources.crm import feeds
 
 
 def two_way_checks(config: Config) -> list[Finding]:
     if not any(e.crm_to_erp for e in config.mappings.values()):
         return []
-    from replicator.app import build_entities, load_catalog
+    from replicator.app import build_entities, load_catalog, make_sink
     from replicator.mapping.reverse import compile_reverse
 
     findings: list[Finding] = []
@@ -27,28 +28,32 @@ def two_way_checks(config: Config) -> list[Finding]:
         findings.append(
             Finding("CRM change feed", "fail", "neither webhooks nor polling", "set crm.webhooks and/or crm.poll")
         )
-    elif path is None:
+    elif path is None and feeds.offers_webhooks(config):
         findings.append(
             Finding(
                 "CRM change feed",
-                "warn" if crm.kind != "salesforce" else "ok",
+                "warn",
                 f"polling only, every {poll.interval_s:.0f} s",
-                "add a webhook and crm.webhooks for changes within a second" if crm.kind != "salesforce" else "",
+                "add a webhook and crm.webhooks for changes within a second",
             )
         )
+    elif path is None:
+        findings.append(Finding("CRM change feed", "ok", f"polling every {poll.interval_s:.0f} s"))
     else:
         findings.append(Finding("CRM change feed", "ok", f"webhooks on {path}"))
-    crm_fields = None
-    if crm.kind == "bottlecrm":
-        from replicator.sources.crm.bottlecrm import CRM_FIELDS
-
-        crm_fields = CRM_FIELDS
+    sink = make_sink(config)
     try:
+        # The CRM's field names, as the service checks them at startup (HubSpot and Salesforce: read from the CRM).
+        crm_fields = feeds.crm_fields(config, sink)
         catalog = load_catalog(config)
         reverse = compile_reverse(config.mappings, build_entities(config, catalog), catalog, crm_fields)
         findings.append(Finding("reverse mappings", "ok", f"{len(reverse)} entities write CRM changes back"))
     except MappingError as exc:
         return [*findings, Finding("reverse mappings", "fail", str(exc))]
+    except CrmError as exc:
+        return [*findings, Finding("reverse mappings", "fail", f"cannot read the CRM's field names: {exc}")]
+    finally:
+        sink.close()
     if config.erp.dialect == "postgres":
         findings.extend(_postgres_rights(config, reverse))
     return findings

@@ -278,10 +278,12 @@ def test_hubspot_webhooks_bring_user_edits_and_never_our_own_writes(
     assert s.metric("replicator_webhooks_total", crm="hubspot", outcome="forged") == 1
     assert s.metric("replicator_webhooks_total", crm="hubspot", outcome="unsigned") == 1
     assert s.metric("replicator_webhooks_total", crm="hubspot", outcome="stale") == 1
-    assert s.sql("SELECT count(*) FROM replicator.inbox WHERE delivery_id = '987654321'") == [(0,)]
+    forged_delivery = f"987654321::{forged_event['objectId']}:{forged_event['occurredAt']}:website"
+    delivered = "SELECT count(*) FROM replicator.inbox WHERE delivery_id = %s"
+    assert s.sql(delivered, (forged_delivery,)) == [(0,)]
     # The same bytes signed with the real secret are accepted: the refusals above were the signature's doing.
     assert _signed_post(s, body, HUBSPOT_CLIENT_SECRET).status_code == 200
-    assert s.sql("SELECT count(*) FROM replicator.inbox WHERE delivery_id = '987654321'") == [(1,)]
+    assert s.sql(delivered, (forged_delivery,)) == [(1,)]
 
     # Latency: ten user edits, each waited for in the ERP.
     latencies = []
@@ -392,6 +394,10 @@ def test_salesforce_polling_brings_user_edits_once_even_under_one_timestamp(
     extra = 126  # 150 accounts: more than one poll page (100) shares the frozen timestamp
     s = saas_two_way("salesforce", extra_customers=extra)
     accounts_total = 24 + extra
+    # `check` validates the reverse mapping against the field names Salesforce describes, as `run` does.
+    checked = s.cli("check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "polling every 1 s" in checked.stdout and "entities write CRM changes back" in checked.stdout, checked.stdout
     s.start()
     s.wait_backfilled()
     # The poller reads the initial load's own writes back: recognised, never written to the ERP.

@@ -27,6 +27,11 @@ def poll_config(config: Config) -> PollConfig | None:
     return crm.poll if isinstance(crm, TWO_WAY_CRMS) else None
 
 
+def offers_webhooks(config: Config) -> bool:
+    """Whether the configured CRM can push its changes (Salesforce's change events need its Pub/Sub API)."""
+    return isinstance(config.crm, BottleCrmConfig | HubSpotConfig)
+
+
 def webhook_path(config: Config) -> str | None:
     crm = config.crm
     if isinstance(crm, BottleCrmConfig | HubSpotConfig) and crm.webhooks is not None:

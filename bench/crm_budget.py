@@ -96,9 +96,7 @@ def _worker(vendor: str, url: str, dsn: str | None, seconds: float, worker: int,
         if waits:
             time.sleep(min(max(waits), 10.0))  # what the pipeline's retry does with Retry-After
     sink.close()
-    close = getattr(budget, "close", None)
-    if close:
-        close()
+    budget.close()
     out.put(acked)
 
 
@@ -110,41 +108,43 @@ def _run(vendor: str, mode: str, dsn: str | None, seconds: float, procs: int) ->
     assert limits.burst is not None
     sandbox: Any = HubSpotSandbox(limits=limits) if vendor == "hubspot" else SalesforceSandbox(limits=limits)
     running = serve(sandbox)
-    from replicator.state.budget import UnlimitedBudget
+    try:
+        from replicator.state.budget import UnlimitedBudget
 
-    setup = _sink(vendor, running.url, UnlimitedBudget())
-    setup.ensure_setup()  # HubSpot: the unique id property the upserts key on
-    setup.close()
-    # Setup's own requests sit in the sandbox's window but not in the budget: let them age out.
-    time.sleep(limits.window_s)
-    before = dict(running.sandbox.stats)
-    windows: list[int] = []
-    stop = threading.Event()
+        setup = _sink(vendor, running.url, UnlimitedBudget())
+        setup.ensure_setup()  # HubSpot: the unique id property the upserts key on
+        setup.close()
+        # Setup's own requests sit in the sandbox's window but not in the budget: let them age out.
+        time.sleep(limits.window_s)
+        before = dict(running.sandbox.stats)
+        windows: list[int] = []
+        stop = threading.Event()
 
-    def sample() -> None:
-        # Accepted requests per window of the limit, read off the sandbox's own counters.
-        last = before.get("requests", 0)
-        while not stop.wait(limits.window_s):
-            stats = running.sandbox.stats
-            accepted = stats["requests"] - stats["limited_burst"] - stats["limited_daily"]
-            windows.append(accepted - last)
-            last = accepted
+        def sample() -> None:
+            # Accepted requests per window of the limit, read off the sandbox's own counters.
+            last = before.get("requests", 0)
+            while not stop.wait(limits.window_s):
+                stats = running.sandbox.stats
+                accepted = stats["requests"] - stats["limited_burst"] - stats["limited_daily"]
+                windows.append(accepted - last)
+                last = accepted
 
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    workers = [ctx.Process(target=_worker, args=(vendor, running.url, dsn, seconds, i, out)) for i in range(procs)]
-    for w in workers:
-        w.start()
-    started = time.monotonic()
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    acked = sum(out.get(timeout=seconds + 120) for _ in workers)
-    elapsed = time.monotonic() - started
-    stop.set()
-    for w in workers:
-        w.join(30)
-    stats = {k: v - before.get(k, 0) for k, v in running.sandbox.stats.items()}
-    running.stop()
+        ctx = mp.get_context("spawn")
+        out = ctx.Queue()
+        workers = [ctx.Process(target=_worker, args=(vendor, running.url, dsn, seconds, i, out)) for i in range(procs)]
+        for w in workers:
+            w.start()
+        started = time.monotonic()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        acked = sum(out.get(timeout=seconds + 120) for _ in workers)
+        elapsed = time.monotonic() - started
+        stop.set()
+        for w in workers:
+            w.join(30)
+        stats = {k: v - before.get(k, 0) for k, v in running.sandbox.stats.items()}
+    finally:
+        running.stop()  # also when a worker failed: nothing is left serving
     limited = stats.get("limited_burst", 0) + stats.get("limited_daily", 0) + stats.get("injected_429", 0)
     accepted = stats.get("requests", 0) - limited
     allowed = elapsed / limits.window_s * limits.burst

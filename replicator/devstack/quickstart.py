@@ -157,18 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".state" / "quickstart")
     args = parser.parse_args(argv)
-    if args.crm != "bottlecrm":
-        if args.two_way:
-            parser.error("--two-way runs on BottleCRM; the sandboxes' CRM -> ERP feeds are covered by the tests")
-        from replicator.devstack.quickstart_saas import run_saas
-
-        shutil.rmtree(args.state_dir, ignore_errors=True)
-        args.state_dir.mkdir(parents=True)
-        return run_saas(args, console, cli)
-    steps = 6 if args.two_way else 5
-
+    if args.crm != "bottlecrm" and args.two_way:
+        parser.error("--two-way runs on BottleCRM; the sandboxes' CRM -> ERP feeds are covered by the tests")
     shutil.rmtree(args.state_dir, ignore_errors=True)
     args.state_dir.mkdir(parents=True)
+    if args.crm != "bottlecrm":
+        from replicator.devstack.quickstart_saas import run_saas
+
+        return run_saas(args, console)
+    steps = 6 if args.two_way else 5
     started = time.monotonic()
     with ExitStack() as stack:
         console.print(f"[bold]1/{steps}[/] the sample ERP on {args.erp}, read by the {args.source} source")

@@ -9,7 +9,6 @@ reconciles every sample row against the sandbox and prints what the API budget d
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -24,7 +23,14 @@ from rich.console import Console
 
 from replicator.devstack.postgres import free_port, start_cluster
 from replicator.devstack.quickstart_erp import QuickErp, start_erp, write_config
-from replicator.devstack.replicator_process import erp_env, run_until_interrupted, spawn, stop, wait_healthy_and_idle
+from replicator.devstack.replicator_process import (
+    cli,
+    erp_env,
+    run_until_interrupted,
+    spawn,
+    stop,
+    wait_healthy_and_idle,
+)
 from replicator.devstack.sample_erp import EXAMPLE
 from replicator.sandbox.core import Limits, Running, serve
 
@@ -176,7 +182,7 @@ def _live_edits(erp: QuickErp, crm: SaasCrm, running: Running, say: Callable[[st
         sink.close()
 
 
-def run_saas(args: Any, console: Console, cli: Callable[..., subprocess.CompletedProcess[str]]) -> int:
+def run_saas(args: Any, console: Console) -> int:
     crm = CRMS[args.crm]()
     started = time.monotonic()
     with ExitStack() as stack:

@@ -325,9 +325,6 @@ def _seconds(value: float) -> str:
 class _RequestHandler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive: connectors pool connections
-    # Headers and body go out in separate writes; with Nagle's algorithm the body waits for
-    # the client's delayed ACK (~40 ms a request on loopback).
-    disable_nagle_algorithm = True
     # Headers and body go out in two writes; with Nagle on, a keep-alive client's delayed ACK
     # holds the body back ~40 ms per request, which would dwarf every latency we measure.
     disable_nagle_algorithm = True

@@ -208,7 +208,7 @@ def test_more_matches_than_the_search_cap() -> None:
         assert all(r.outcome is Outcome.OK for r in sink.apply(ops, NoLedger()))
         records = HubSpotRecords(sink, searches_per_second=0)
         everything = records.changes_after("account", None, 500)
-        assert sorted(r["external_id"] for r in everything) == sorted(op.external_id for op in ops)
+        assert sorted(r["erp_id"] for r in everything) == sorted(op.external_id for op in ops)
         keys = [(records.modified_at(r), int(r["id"])) for r in everything]
         assert keys == sorted(keys)
         assert drain(records, "account", 40) == [r["id"] for r in everything]

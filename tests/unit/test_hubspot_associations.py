@@ -145,3 +145,21 @@ def test_a_whole_call_refused_for_one_bad_parent_is_bisected() -> None:
     assert sorted(t for links in fake.links.values() for t in links) == ["10", "11", "13"]
     # 4 -> 2+2 -> 1+1 on the bad side: five associate calls after the upsert.
     assert fake.paths.count("v4/associations/contacts/companies/batch/associate/default") == 5
+
+
+def test_a_failed_association_read_fails_new_records_too() -> None:
+    class ReadFails(FakeHubSpot):
+        def __call__(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path.endswith("/batch/read"):
+                self.paths.append(request.url.path.removeprefix("/crm/"))
+                return httpx.Response(500, json={"message": "down"})
+            return super().__call__(request)
+
+    fake = ReadFails({"P1": "510"}, {"510": {"11"}}, set())
+    sink = HubSpotSink("https://api.test", "pat", transport=httpx.MockTransport(fake))
+    results = sink.apply([contact("P1", account="21"), contact("P2", account="12")], NoLedger())
+    # P2 was created by the upsert; reporting it OK would lose its parent link for good.
+    assert results[1].created
+    assert [r.outcome for r in results] == [Outcome.TRANSIENT, Outcome.TRANSIENT]
+    assert results[1].error is not None and "P2" in results[1].error and "account association to 12" in results[1].error
+    assert "v4/associations/contacts/companies/batch/associate/default" not in fake.paths

@@ -256,3 +256,60 @@ def test_daily_quota_headers_feed_the_gauges() -> None:
     used = REGISTRY.get_sample_value("replicator_crm_api_daily_used", {"crm": "hubspot"})
     limit = REGISTRY.get_sample_value("replicator_crm_api_daily_limit", {"crm": "hubspot"})
     assert (used, limit) == (1235.0, 500000.0)
+
+
+def test_ids_a_message_merely_mentions_are_sent_alone_not_failed() -> None:
+    # "10.5" mentions the ids 1, 5 and 10; only the record holding the bad value is at fault.
+    def handler(request: httpx.Request) -> httpx.Response:
+        inputs = orjson.loads(request.content)["inputs"]
+        if any(i["properties"].get("numberofemployees") == "10.5" for i in inputs):
+            message = "Property values were not valid: 10.5 is not a valid integer"
+            return httpx.Response(400, json={"status": "error", "category": "VALIDATION_ERROR", "message": message})
+        results = [{"id": f"9{i['id']}", "new": False, "properties": {"erp_id": i["id"]}} for i in inputs]
+        return httpx.Response(200, json={"status": "COMPLETE", "results": results})
+
+    sink, _ = sink_with(handler)
+    ops = [
+        Operation("companies", "account", Action.UPSERT, ext, {"numberofemployees": "10.5" if ext == "7" else "3"})
+        for ext in ("1", "5", "10", "7")
+    ]
+    results = sink.apply(ops, NoLedger())
+    assert [r.outcome for r in results] == [Outcome.OK, Outcome.OK, Outcome.OK, Outcome.PERMANENT]
+    assert [r.crm_id for r in results[:3]] == ["91", "95", "910"]
+
+
+def test_a_207_error_whose_context_names_no_input_is_learnt_by_sending_alone() -> None:
+    # The batch answers no result for 1 (dropped) and 7 (bad), and one error without context.
+    def handler(request: httpx.Request) -> httpx.Response:
+        inputs = orjson.loads(request.content)["inputs"]
+        bad = [i for i in inputs if i["properties"].get("numberofemployees") == "10.5"]
+        answered = [i for i in inputs if i not in bad and (len(inputs) == 1 or i["id"] != "1")]
+        results = [{"id": f"9{i['id']}", "new": False, "properties": {"erp_id": i["id"]}} for i in answered]
+        error = {"status": "error", "category": "VALIDATION_ERROR", "message": "10.5 is not a valid integer"}
+        errors = [error] * len(bad)
+        return httpx.Response(207 if errors else 200, json={"status": "COMPLETE", "results": results, "errors": errors})
+
+    sink, calls = sink_with(handler)
+    ops = [
+        Operation("companies", "account", Action.UPSERT, ext, {"numberofemployees": "10.5" if ext == "7" else "3"})
+        for ext in ("1", "5", "10", "7")
+    ]
+    results = sink.apply(ops, NoLedger())
+    assert [r.outcome for r in results] == [Outcome.OK, Outcome.OK, Outcome.OK, Outcome.PERMANENT]
+    assert results[0].crm_id == "91"
+    assert results[3].error is not None and "not a valid integer" in results[3].error
+    # The batch, then 1 and 7 alone.
+    assert sorted(len(body["inputs"]) for _, _, body in calls.calls) == [1, 1, 4]
+
+
+def test_results_without_the_id_property_are_not_matched_by_position() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        inputs = orjson.loads(request.content)["inputs"]
+        results = [{"id": f"9{n}", "new": False, "properties": {"name": "?"}} for n, _ in enumerate(inputs)]
+        return httpx.Response(200, json={"status": "COMPLETE", "results": list(reversed(results))})
+
+    sink, _ = sink_with(handler)
+    results = sink.apply([op("E1"), op("E2")], NoLedger())
+    assert [r.outcome for r in results] == [Outcome.TRANSIENT, Outcome.TRANSIENT]
+    assert [r.crm_id for r in results] == [None, None]
+    assert results[0].error is not None and "without a result for it" in results[0].error

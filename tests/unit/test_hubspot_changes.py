@@ -115,7 +115,7 @@ def test_cursor_is_strictly_exclusive_and_a_lookback_rereads_in_order() -> None:
     # The poller restarts from (checkpoint - lookback): earlier time, any id.
     again = records.changes_after("account", (BASE + timedelta(milliseconds=99), "999"), 10)
     assert [r["id"] for r in again] == ["1", "2", "3", "4"]
-    assert after_2[0]["external_id"] == "E3" and records.modified_at(after_2[1]) == BASE + timedelta(milliseconds=200)
+    assert after_2[0]["erp_id"] == "E3" and records.modified_at(after_2[1]) == BASE + timedelta(milliseconds=200)
 
 
 def test_more_than_10000_matches_are_read_without_paging_past_the_cap() -> None:
@@ -140,3 +140,23 @@ def test_searches_are_spaced_to_five_per_second() -> None:
     records = HubSpotRecords(sink, clock=lambda: 100.0, sleep=sleeps.append)
     records.changes_after("account", None, 450)  # one page of 200 by time, then the tie: 200 + 50
     assert sleeps == pytest.approx([0.2, 0.4, 0.6])
+
+
+def test_changes_are_read_with_only_the_id_and_modification_time() -> None:
+    # Contacts have a parent lookup: their associations must not be read for the poller.
+    paths: list[str] = []
+    bodies: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        bodies.append(orjson.loads(request.content))
+        properties = {"hs_object_id": "7", "lastmodifieddate": iso(5), "erp_id": "P7", "firstname": "Ann"}
+        return httpx.Response(200, json={"total": 1, "results": [{"id": "7", "properties": properties}]})
+
+    sink = HubSpotSink("https://api.test", "pat", transport=httpx.MockTransport(handler))
+    records = HubSpotRecords(sink, searches_per_second=0)
+    [changed] = records.changes_after("contact", None, 10)
+    assert changed == {"id": "7", "erp_id": "P7", "lastmodifieddate": iso(5)}
+    assert records.modified_at(changed) == BASE + timedelta(milliseconds=5)
+    assert paths == ["/crm/v3/objects/contacts/search"]
+    assert sorted(bodies[0]["properties"]) == ["erp_id", "lastmodifieddate"]

@@ -8,7 +8,12 @@ batch answers 200/201 with ``results``; a partly failed one answers 207 Multi-St
 inputs it is about) and ``numErrors``. Per-input errors are asked for by giving each input
 a unique ``objectWriteTraceId`` (the error handling page, "Multi-status errors"); we use
 the external id. Results are not promised in input order, so they are matched by trace id
-or the unique id property's value, never by position.
+or the unique id property's value, never by position; an input no result or error names
+is answered TRANSIENT (sending an upsert again is safe).
+
+Only an error's ``context`` names the inputs it fails. Its message is prose: "10.5 is not
+a valid integer" mentions ids 1, 5 and 10 without being about them, so ids a message
+merely mentions are only sent alone, where HubSpot's answer is theirs for sure.
 
 A 400/409/422 for a whole batch usually names a property, not a record. Such a batch is
 bisected until the failing inputs stand alone, so one bad record does not fail 99 good
@@ -44,7 +49,7 @@ def chunks(items: Sequence[T], size: int = BATCH_LIMIT) -> list[list[T]]:
 
 
 def named_ids(error: dict[str, Any], candidates: set[str]) -> set[str]:
-    """The candidate ids an error's ``context`` (or, failing that, its message) names."""
+    """The candidate ids an error's ``context`` names: the only naming trusted to fail them."""
     found: set[str] = set()
     context = error.get("context")
     if isinstance(context, dict):
@@ -52,10 +57,13 @@ def named_ids(error: dict[str, Any], candidates: set[str]) -> set[str]:
             for item in value if isinstance(value, list) else [value]:
                 if str(item) in candidates:
                     found.add(str(item))
-    if not found:
-        message = str(error.get("message", ""))
-        found = {c for c in candidates if c and c in message}
     return found
+
+
+def mentioned_ids(error: dict[str, Any], candidates: set[str]) -> set[str]:
+    """The candidate ids an error's message contains: suspects to send alone, never to fail."""
+    message = str(error.get("message", ""))
+    return {c for c in candidates if c and c in message}
 
 
 def error_result(error: dict[str, Any], what: str, status_code: int | None) -> Result:
@@ -77,15 +85,18 @@ def _results(data: Any) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A whole batch refused: ``result`` answers a lone input; ``named`` are the inputs the error names."""
+    """A whole batch refused: ``result`` answers a lone input; ``named`` are the inputs the error's
+    context names, ``suspects`` those its message merely mentions."""
 
     result: Result
     named: frozenset[str] = frozenset()
+    suspects: frozenset[str] = frozenset()
 
 
 def isolate(ids: list[str], send: Callable[[list[str]], dict[str, Result] | Rejected]) -> dict[str, Result]:
     """Answers for ``ids`` from ``send``. A rejection that names some inputs fails those and
-    sends the rest again; one that names none is bisected until each rejected input stands alone."""
+    sends the rest again; one whose message mentions some sends those apart from the rest;
+    any other is bisected until each rejected input stands alone."""
     answer = send(ids)
     if not isinstance(answer, Rejected):
         return answer
@@ -94,6 +105,9 @@ def isolate(ids: list[str], send: Callable[[list[str]], dict[str, Result] | Reje
     named = answer.named & set(ids)
     if named and named != set(ids):
         return dict.fromkeys(named, answer.result) | isolate([i for i in ids if i not in named], send)
+    suspects = answer.suspects & set(ids)
+    if suspects and suspects != set(ids):
+        return isolate([i for i in ids if i in suspects], send) | isolate([i for i in ids if i not in suspects], send)
     middle = len(ids) // 2
     return isolate(ids[:middle], send) | isolate(ids[middle:], send)
 
@@ -103,8 +117,13 @@ def rejection(resp: httpx.Response, ids: list[str], what: str) -> Rejected:
         data: Any = resp.json()
     except ValueError:
         data = {}
-    named = named_ids(data, set(ids)) if isinstance(data, dict) else set()
-    return Rejected(classify(resp, f"{what} {ids[0]}" if len(ids) == 1 else what), frozenset(named))
+    if not isinstance(data, dict):
+        data = {}
+    return Rejected(
+        classify(resp, f"{what} {ids[0]}" if len(ids) == 1 else what),
+        frozenset(named_ids(data, set(ids))),
+        frozenset(mentioned_ids(data, set(ids))),
+    )
 
 
 class BatchUpsert:
@@ -149,12 +168,18 @@ class BatchUpsert:
             data = resp.json()
         except ValueError:
             return dict.fromkeys(ids, Result(Outcome.TRANSIENT, error=f"{what}: non-JSON answer: {resp.text[:300]}"))
-        return self._match(data, ids, resp.status_code, what)
+        answers, unsure = self._match(data, ids, resp.status_code, what)
+        # An error naming no input may be about any unanswered one: send each alone to learn whose it is.
+        by_id = {i.external_id: i for i in inputs}
+        for ext in unsure:
+            answers |= isolate([ext], lambda one: self._send([by_id[i] for i in one]))
+        return answers
 
     def _ok(self, result: dict[str, Any], status: int) -> Result:
         return Result(Outcome.OK, crm_id=str(result["id"]), created=bool(result.get("new")), status_code=status)
 
-    def _match(self, data: Any, ids: list[str], status: int, what: str) -> dict[str, Result]:
+    def _match(self, data: Any, ids: list[str], status: int, what: str) -> tuple[dict[str, Result], list[str]]:
+        """Answers matched to their inputs, and the inputs an error may be about without naming them."""
         wanted = set(ids)
         answers: dict[str, Result] = {}
         results = [r for r in _results(data) if r.get("id") is not None]
@@ -170,20 +195,19 @@ class BatchUpsert:
                 answers[ext] = error_result(error, f"{what} {ext}", status)
             if not named:
                 unnamed.append(error)
-        if not answers and not errors and len(results) == len(ids):
-            # No result echoes the id property: only a complete, error-free answer maps one to one.
-            answers = {ext: self._ok(result, status) for ext, result in zip(ids, results, strict=True)}
-        for ext in ids:
-            if ext in answers:
-                continue
-            if unnamed:
-                answers[ext] = error_result(unnamed[0], f"{what} {ext}", status)
-            else:
-                # Upsert by a unique property is idempotent: sending it again is safe.
+        pending = [ext for ext in ids if ext not in answers]
+        if unnamed and len(pending) == 1:
+            answers[pending[0]] = error_result(unnamed[0], f"{what} {pending[0]}", status)
+        elif unnamed and len(ids) > 1:
+            return answers, pending
+        for ext in pending:
+            if ext not in answers:
+                # No result or error names it (a result without the id property cannot be told
+                # apart by position). Upsert by a unique property is idempotent: sending it again is safe.
                 answers[ext] = Result(
                     Outcome.TRANSIENT, error=f"{what} {ext}: HubSpot answered {status} without a result for it"
                 )
-        return answers
+        return answers, []
 
 
 class BatchArchive:

@@ -199,9 +199,7 @@ class HubSpotSink:
         with self._read_lock:
             return sorted(self._read[object])
 
-    def flatten(
-        self, object: str, raw: dict[str, Any], parents: Mapping[str, set[str]] | None = None
-    ) -> dict[str, Any]:
+    def flatten(self, object: str, raw: dict[str, Any], parents: Mapping[str, set[str]]) -> dict[str, Any]:
         """A HubSpot object as the flat record this sink answers."""
         properties = raw.get("properties") or {}
         external = properties.get(self.id_property)
@@ -214,8 +212,7 @@ class HubSpotSink:
             "updatedAt": raw.get("updatedAt"),
         }
         for lookup, parent in LOOKUPS.get(object, {}).items():
-            if parents is not None:
-                record[lookup] = parent_of(parents.get(OBJECT_TYPES[parent], set()))
+            record[lookup] = parent_of(parents.get(OBJECT_TYPES[parent], set()))
         return record
 
     @staticmethod
@@ -367,7 +364,9 @@ class HubSpotSink:
         try:
             current = links.read(existing) if existing else {}
         except CrmError as exc:
-            failed = {crm_id: exc.result for crm_id in existing}
+            # Without the current links no association can be planned, not even for records just
+            # created: fail them all, so the retry upserts again (idempotent) and links them then.
+            failed = dict.fromkeys(desired, exc.result)
         else:
             plan = plan_associations(desired, current)
             failed = links.create(plan.create) if plan.create else {}

@@ -1,5 +1,9 @@
 """What the CRM change source needs from HubSpot: full records, and every change after a cursor.
 
+The cursor poller only needs each changed record's id and modification time (the inbox
+source fetches the full record later), so ``changes_after`` asks the search for nothing
+more and reads no associations.
+
 ``changes_after`` reads the CRM search API (developers.hubspot.com/docs/api-reference/
 search/guide, "Search the CRM"), within its documented limits:
 
@@ -111,7 +115,11 @@ class HubSpotRecords:
     # -------------------------------------------------------------- changes
 
     def changes_after(self, object: str, cursor: tuple[datetime, str] | None, limit: int) -> list[dict[str, Any]]:
-        """Records whose (modified_at, id) is strictly greater than ``cursor``, ascending, at most ``limit``."""
+        """Records whose (modified_at, id) is strictly greater than ``cursor``, ascending, at most ``limit``.
+
+        Each record holds at least the id and modification time: ``{"id", <id property>,
+        <modification property>}``, enough for ``record_id`` and ``modified_at``, not a full record.
+        """
         if limit < 1:
             return []
         out: list[dict[str, Any]] = []
@@ -143,7 +151,12 @@ class HubSpotRecords:
             if not full:
                 break
             tie = (last, "")
-        return self.sink._with_parents(object, out[:limit]) if out else []
+        return [self._changed(object, raw) for raw in out[:limit]]
+
+    def _changed(self, object: str, raw: dict[str, Any]) -> dict[str, Any]:
+        properties = raw.get("properties") or {}
+        names = (self.sink.id_property, MODIFIED_PROPERTY[object])
+        return {"id": str(raw["id"]), **{name: properties.get(name) for name in names}}
 
     def _stamp(self, object: str, raw: dict[str, Any]) -> datetime:
         stamp = parse_modified((raw.get("properties") or {}).get(MODIFIED_PROPERTY[object]))
@@ -172,7 +185,7 @@ class HubSpotRecords:
         type_ = object_type(object)
         body: dict[str, Any] = {
             "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
-            "properties": self.sink.read_properties(object),
+            "properties": [self.sink.id_property, MODIFIED_PROPERTY[object]],
             "limit": limit,
         }
         if filters:

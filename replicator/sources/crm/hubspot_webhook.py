@@ -13,7 +13,7 @@ event goes to the inbox (committed) before HubSpot is answered, and the CRM chan
 source fetches the record later. Answers:
 
 - 401: signature missing, wrong or stale; nothing is written.
-- 200: every event stored (or already stored: a redelivery keeps its ``eventId``), or
+- 200: every event stored (or already stored: a redelivery has the same ``delivery_id``), or
   dead-lettered when it cannot be used (not JSON, not an array, an event without
   ``eventId``/``objectId``, a subscription type we do not replicate). A retry would
   send the same bytes, so such events are parked for a person, each with its reason.
@@ -98,6 +98,20 @@ def object_of_event(event: dict[str, Any]) -> str | None:
     if prefix == "object":
         return OBJECT_TYPE_IDS.get(str(event.get("objectTypeId")))
     return EVENT_OBJECTS.get(prefix)
+
+
+def delivery_id(event: dict[str, Any]) -> str:
+    """The event's key in the inbox: ``eventId`` plus what tells events apart.
+
+    HubSpot does not promise ``eventId`` unique ("Webhook payloads": "not guaranteed to be
+    unique"), so alone it could merge distinct events. A retry resends the same event with
+    the same fields, so ``eventId``, ``subscriptionId``, ``objectId``, ``occurredAt`` (and
+    ``propertyName`` for property changes) still match on a redelivery.
+    """
+    parts = [event.get(k) for k in ("eventId", "subscriptionId", "objectId", "occurredAt")]
+    if event.get("propertyName") not in (None, ""):
+        parts.append(event["propertyName"])
+    return ":".join("" if p is None else str(p) for p in parts)
 
 
 def _check(event: Any, position: int) -> tuple[dict[str, Any], str]:
@@ -191,7 +205,7 @@ def make_hubspot_webhook_app(
                     continue
                 added = inbox.add(
                     crm=CRM,
-                    delivery_id=str(event["eventId"]),
+                    delivery_id=delivery_id(event),
                     event=inbox_event(str(event["subscriptionType"])),
                     object=obj,
                     crm_id=str(event["objectId"]),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -49,6 +51,7 @@ class BulkOrg:
         self.error_message = error_message
         self.created: list[Any] = []
         self.uploaded: list[dict[str, str]] = []
+        self.upload_sizes: list[int] = []
         self.closed: list[Any] = []
         self.polls = 0
         job = f"{API}/jobs/ingest/750J"
@@ -67,6 +70,7 @@ class BulkOrg:
     def upload(self, request: httpx.Request) -> httpx.Response:
         assert request.headers["content-type"] == "text/csv"
         self.uploaded.extend(parse_csv(request.content.decode()))
+        self.upload_sizes.append(len(request.content))
         return httpx.Response(201)
 
     def close(self, request: httpx.Request) -> httpx.Response:
@@ -193,3 +197,21 @@ def test_upload_is_split_into_jobs_by_size() -> None:
     results = sink.apply(ops(6), NoLedger())
     assert len(bulk.created) > 1
     assert all(r.outcome is Outcome.OK for r in results)
+    # Every record uploaded once, in order, and no upload over the limit.
+    assert [row["ERP_Id__c"] for row in bulk.uploaded] == [f"C-{i}" for i in range(6)]
+    assert all(size <= 120 for size in bulk.upload_sizes) and len(bulk.upload_sizes) == len(bulk.created)
+
+
+def test_bulk_csv_keeps_every_digit_of_decimals_and_formats_datetimes() -> None:
+    org = FakeOrg()
+    bulk = BulkOrg(org, ["JobComplete"], {f"D-{i}": "ok" for i in range(5)})
+    sink = make_sink(org, bulk_threshold=5)
+    sink.priority = Priority.BACKFILL
+    at = datetime(2026, 12, 5, 14, 20, 35, 123456, tzinfo=UTC)
+    revenue = Decimal("12345678901234567.89")  # more digits than a float holds
+    records = [
+        Operation("e", "account", Action.UPSERT, f"D-{i}", {"AnnualRevenue": revenue, "X__c": at}) for i in range(5)
+    ]
+    assert all(r.outcome is Outcome.OK for r in sink.apply(records, NoLedger()))
+    assert bulk.uploaded[0]["AnnualRevenue"] == "12345678901234567.89"
+    assert bulk.uploaded[0]["X__c"] == "2026-12-05T14:20:35.123Z"

@@ -441,6 +441,26 @@ def test_lookup_by_path_by_soql_and_query_paging() -> None:
     assert queries[1] == "SELECT Id, Name, ERP_Id__c FROM Account"
 
 
+@pytest.mark.parametrize("dots", [".", ".."])
+def test_lookup_of_dot_segments_goes_by_soql(dots: str) -> None:
+    # In a URL path "." and ".." resolve to another resource (the sObject, its describe...).
+    org = FakeOrg()
+    fields = {"fields": [{"name": "Id"}, {"name": "ERP_Id__c", "externalId": True}]}
+    org.route("GET", f"{API}/sobjects/Account/describe", lambda r: httpx.Response(200, json=fields))
+    for wrong in (f"{API}/sobjects/Account", f"{API}/sobjects/Account/ERP_Id__c"):
+        org.route("GET", wrong, lambda r: httpx.Response(200, json=account_record("001WRONG", "other")))
+    queries: list[str] = []
+
+    def query(request: httpx.Request) -> httpx.Response:
+        queries.append(request.url.params["q"])
+        return httpx.Response(200, json={"done": True, "records": [account_record("001D", dots)]})
+
+    org.route("GET", f"{API}/query", query)
+    found = make_sink(org).lookup("account", dots)
+    assert found is not None and found["Id"] == "001D" and found["external_id"] == dots
+    assert queries == [f"SELECT Id, ERP_Id__c FROM Account WHERE ERP_Id__c = '{dots}' LIMIT 2"]
+
+
 def test_check_and_ensure_setup_name_the_missing_external_id_field() -> None:
     org = FakeOrg()
     fields = {

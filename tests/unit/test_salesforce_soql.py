@@ -152,7 +152,10 @@ def test_changes_after_pages_through_a_large_tie_without_loop_or_skip() -> None:
         assert at is not None
         cursor = (at, adapter.record_id(last))
     assert seen == [r["Id"] for r in records]  # each once, in order
-    assert fake.queries[0] == "SELECT Id, Name, SystemModstamp FROM Account ORDER BY SystemModstamp ASC, Id ASC LIMIT 7"
+    # Only what the poller reads: no describe, no other field.
+    assert fake.queries[0] == (
+        "SELECT Id, SystemModstamp, ERP_Id__c FROM Account ORDER BY SystemModstamp ASC, Id ASC LIMIT 7"
+    )
     # A cursor moved back (lookback) reads again from there, still in order.
     again = adapter.changes_after("account", (base - timedelta(seconds=1), ""), 100)
     assert [r["Id"] for r in again] == seen

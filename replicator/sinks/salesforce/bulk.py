@@ -32,7 +32,7 @@ from typing import Any
 
 from replicator.sinks.base import CrmError, Outcome, Result
 from replicator.sinks.salesforce.client import TRANSIENT_CODES, SalesforceClient, classify
-from replicator.sinks.salesforce.csv_data import build_csv, parse_csv
+from replicator.sinks.salesforce.csv_data import header_line, join_lines, parse_csv, row_line
 
 MAX_CSV_BYTES = 50_000_000
 TERMINAL_STATES = frozenset({"JobComplete", "Failed", "Aborted"})
@@ -71,30 +71,33 @@ class BulkUpsert:
     def upsert(
         self, sobject: str, external_id_field: str, records: Sequence[tuple[str, dict[str, Any]]]
     ) -> list[Result]:
-        """One Result per (external id, fields) pair, same order."""
+        """One Result per (external id, fields) pair, same order. Field values go to the CSV as
+        they are (Decimal, datetime, ...): the CSV writer formats them without losing digits."""
         columns = [external_id_field]
         for _, fields in records:
             columns.extend(k for k in fields if k not in columns)
+        header = header_line(columns)
+        lines = [row_line(columns, {**fields, external_id_field: ext}) for ext, fields in records]
         results: dict[str, Result] = {}
-        for chunk in self._chunks(columns, external_id_field, records):
-            ext_ids = [ext for ext, _ in chunk]
-            csv_text = build_csv(columns, ({**fields, external_id_field: ext} for ext, fields in chunk))
+        for start, end in self._spans(len(header.encode()) + 1, [len(line.encode()) + 1 for line in lines]):
+            ext_ids = [ext for ext, _ in records[start:end]]
+            csv_text = join_lines(header, lines[start:end])
             results.update(self._run(sobject, external_id_field, csv_text, ext_ids))
         return [results[ext] for ext, _ in records]
 
-    def _chunks(
-        self, columns: list[str], field: str, records: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[list[tuple[str, dict[str, Any]]]]:
-        chunks: list[list[tuple[str, dict[str, Any]]]] = [[]]
-        size = 0
-        for ext, fields in records:
-            line = len(build_csv(columns, [{**fields, field: ext}]).encode())
-            if chunks[-1] and size + line > self.max_csv_bytes:
-                chunks.append([])
-                size = 0
-            chunks[-1].append((ext, fields))
+    def _spans(self, header: int, sizes: list[int]) -> list[tuple[int, int]]:
+        """(start, end) row ranges whose CSV (header included) stays within max_csv_bytes; a row
+        too big on its own still gets a job, for Salesforce to answer about it."""
+        spans: list[tuple[int, int]] = []
+        start, size = 0, header
+        for i, line in enumerate(sizes):
+            if i > start and size + line > self.max_csv_bytes:
+                spans.append((start, i))
+                start, size = i, header
             size += line
-        return chunks
+        if start < len(sizes):
+            spans.append((start, len(sizes)))
+        return spans
 
     def _run(self, sobject: str, field: str, csv_text: str, ext_ids: list[str]) -> dict[str, Result]:
         api = self.client.api

@@ -54,12 +54,23 @@ def header_cell(name: str) -> str:
     return name
 
 
+def header_line(columns: Sequence[str]) -> str:
+    return ",".join(header_cell(c) for c in columns)
+
+
+def row_line(columns: Sequence[str], row: Mapping[str, Any]) -> str:
+    """One row without its line ending; a column the row lacks is left empty."""
+    return ",".join(cell(row[c]) if c in row else "" for c in columns)
+
+
+def join_lines(header: str, lines: Iterable[str]) -> str:
+    """The CSV text: the header, then each line, every one LF-terminated."""
+    return "\n".join([header, *lines]) + "\n"
+
+
 def build_csv(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
     """A header line and one LF-terminated line per row; a column a row lacks is left empty."""
-    lines = [",".join(header_cell(c) for c in columns)]
-    for row in rows:
-        lines.append(",".join(cell(row[c]) if c in row else "" for c in columns))
-    return "\n".join(lines) + "\n"
+    return join_lines(header_line(columns), (row_line(columns, row) for row in rows))
 
 
 def parse_csv(text: str) -> list[dict[str, str]]:

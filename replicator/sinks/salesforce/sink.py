@@ -68,7 +68,9 @@ ACTIVE_FLAG: dict[str, str] = {"Product2": "IsActive"}
 COLLECTION_MAX = 200
 LOOKUP_BATCH = 100  # external ids per SOQL IN (): keeps the query URL short
 # External ids that can go into a URL path as they are; others are looked up with SOQL.
-_PATH_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
+# At least one character is not a dot: "." and ".." are path segments URLs resolve away
+# (RFC 3986, "Remove Dot Segments"), which would read another resource.
+_PATH_SAFE = re.compile(r"[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
 
 Indexed = list[tuple[int, Result]]
 
@@ -132,9 +134,6 @@ class SalesforceSink:
         return self.client.api
 
     # ------------------------------------------------------------------ setup
-
-    def describe(self, sobject: str) -> dict[str, Any]:
-        return self.schema.describe(sobject)
 
     def field_names(self, sobject: str) -> list[str]:
         return self.schema.field_names(sobject)
@@ -215,11 +214,18 @@ class SalesforceSink:
         )
 
     def query(
-        self, object: str, where: str | None = None, order_by: Sequence[str] = (), limit: int | None = None
+        self,
+        object: str,
+        where: str | None = None,
+        order_by: Sequence[str] = (),
+        limit: int | None = None,
+        fields: Sequence[str] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Records of `object` (every readable field) matching a SOQL condition built with :mod:`soql`."""
+        """Records of `object` matching a SOQL condition built with :mod:`soql`, with ``fields``
+        (default: every readable field)."""
         sobject = self._sobject(object)
-        text = soql.select(self.field_names(sobject), sobject, where=where, order_by=order_by, limit=limit)
+        selected = fields if fields is not None else self.field_names(sobject)
+        text = soql.select(selected, sobject, where=where, order_by=order_by, limit=limit)
         return (self._shaped(r) for r in self.client.query(text, sobject))
 
     def iter_records(self, object: str) -> Iterator[dict[str, Any]]:
@@ -271,13 +277,18 @@ class SalesforceSink:
             return "upsert" if op.record else "deactivate"
         return "delete"  # DELETE, and ARCHIVE of objects without an active flag
 
-    def _fields(self, sobject: str, op: Operation) -> dict[str, Any]:
-        # Collection upserts identify records by the external id only: an Id would be refused.
+    def _values(self, sobject: str, op: Operation) -> dict[str, Any]:
+        """The fields to write, values as the op holds them (Decimal, datetime, ...)."""
+        # Upserts identify records by the external id only: an Id would be refused.
         skip = {"id", "attributes", self.field.lower()}
-        fields = {k: json_value(v) for k, v in op.record.items() if k.lower() not in skip}
+        fields = {k: v for k, v in op.record.items() if k.lower() not in skip}
         if op.action is Action.ARCHIVE:
             fields[ACTIVE_FLAG[sobject]] = False
         return fields
+
+    def _fields(self, sobject: str, op: Operation) -> dict[str, Any]:
+        """The fields to write as JSON values."""
+        return {k: json_value(v) for k, v in self._values(sobject, op).items()}
 
     def _run_group(self, sobject: str, kind: str, items: list[tuple[int, Operation]]) -> Indexed:
         tasks: list[Task] = []
@@ -355,7 +366,7 @@ class SalesforceSink:
 
     def _bulk_upsert(self, sobject: str, items: list[tuple[int, Operation]]) -> Indexed:
         results = self.bulk.upsert(
-            sobject, self.field, [(op.external_id, self._fields(sobject, op)) for _, op in items]
+            sobject, self.field, [(op.external_id, self._values(sobject, op)) for _, op in items]
         )
         return [(i, r) for (i, _), r in zip(items, results, strict=True)]
 

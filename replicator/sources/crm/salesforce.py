@@ -51,18 +51,28 @@ def keyset_after(cursor: tuple[datetime, str] | None) -> str | None:
 
 
 class SalesforceRecords:
-    """Full current records of Salesforce objects, the way the CRM change poller consumes them."""
+    """Salesforce records the way the CRM change poller (changed ids) and inbox source (full records) use them."""
 
     def __init__(self, sink: SalesforceSink) -> None:
         self.sink = sink
 
     def changes_after(self, object: str, cursor: tuple[datetime, str] | None, limit: int) -> list[dict[str, Any]]:
         """Records whose (SystemModstamp, Id) is strictly greater than `cursor` (None: from the
-        beginning), ascending, at most `limit`; each as fetch() returns it."""
+        beginning), ascending, at most `limit`.
+
+        Each holds at least the id and modification time (``Id``, ``SystemModstamp`` and the
+        external id), enough for record_id() and modified_at(): the poller needs no more, and
+        the inbox source fetches the full record later."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         return list(
-            self.sink.query(object, where=keyset_after(cursor), order_by=(f"{MODSTAMP} ASC", "Id ASC"), limit=limit)
+            self.sink.query(
+                object,
+                where=keyset_after(cursor),
+                order_by=(f"{MODSTAMP} ASC", "Id ASC"),
+                limit=limit,
+                fields=["Id", MODSTAMP, self.sink.field],
+            )
         )
 
     def fetch(self, object: str, crm_id: str) -> dict[str, Any] | None:

@@ -95,8 +95,7 @@ def _worker(vendor: str, url: str, dsn: str | None, seconds: float, worker: int,
         pending = retry
         if waits:
             time.sleep(min(max(waits), 10.0))  # what the pipeline's retry does with Retry-After
-    sink.close()
-    budget.close()
+    sink.close()  # and its budget
     out.put(acked)
 
 

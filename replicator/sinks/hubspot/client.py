@@ -147,7 +147,7 @@ class HubSpotClient:
         try:
             resp = send_json(self.http, CRM, "HubSpot", method, resource, path, params=params, body=body)
         except CrmError:
-            self.budget.report(0, None)  # no answer at all: the budget learns of it too
+            self.budget.report(0, None)  # no answer: says nothing of the limit, reported like any exchange
             raise
         self.budget.report(resp.status_code, retry_after(resp) if resp.status_code in (429, 503) else None)
         self._note_daily(resp)
@@ -167,3 +167,4 @@ class HubSpotClient:
 
     def close(self) -> None:
         self.http.close()
+        self.budget.close()

@@ -138,7 +138,7 @@ class SalesforceClient:
         try:
             resp = send(self.http, CRM, method, resource, url, **kwargs)
         except CrmError:
-            self.budget.report(0, None)  # no answer at all: the budget learns of it too
+            self.budget.report(0, None)  # no answer: says nothing of the limit, reported like any exchange
             raise
         wait = retry_after(resp)
         if (
@@ -219,3 +219,4 @@ class SalesforceClient:
 
     def close(self) -> None:
         self.http.close()
+        self.budget.close()

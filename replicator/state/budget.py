@@ -93,8 +93,9 @@ class Budget(Protocol):
         Retry-After, nobody sends before it passes; success -> additive increase.
 
         A `retry_after` given with any other status (a 503's Retry-After, a quota error's wait)
-        also blocks everyone until it passes, without slowing down afterwards. Without a 429 or a
-        wait nothing is recorded: quiet windows restore the share of the limit by themselves."""
+        also blocks everyone until it passes, without slowing down afterwards. Quiet windows restore
+        the share of the limit by themselves; a success report only brings that into the gauges
+        sooner (while the share is below 1, at most once a window)."""
 
     def close(self) -> None:
         """Release the state-store connection (the sink that holds the budget closes it)."""

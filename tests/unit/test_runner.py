@@ -177,10 +177,12 @@ class KeyRecorder(RecordingProcessor):
     def __init__(self, gate: threading.Event) -> None:
         super().__init__()
         self.gate = gate
+        self.in_first_batch = threading.Event()
         self.keys: list[int] = []
 
     def process(self, changes: Sequence[Change], *, force: bool = False) -> BatchReport:
         if not self.keys:
+            self.in_first_batch.set()
             self.gate.wait(5)
         self.keys.extend(c.key[0] for c in changes)
         return super().process(changes)
@@ -193,9 +195,13 @@ def test_quiesce_waits_for_the_batch_in_flight_drops_queued_changes_and_holds_th
     runner = Runner(source, processor, Health(60), batch_size=1, max_wait_s=0.0)  # type: ignore[arg-type]
     thread = threading.Thread(target=runner.run)
     thread.start()
+    # The first batch must be in flight and the rest queued before the revoke, whatever the
+    # threads' timing: a queue filled before the loop took its first batch proves nothing here.
+    assert processor.in_first_batch.wait(5)
     deadline = time.monotonic() + 5
     while runner.queue.qsize() < 4 and time.monotonic() < deadline:  # ch2..ch4 and the watermark 20
         time.sleep(0.01)
+    assert runner.queue.qsize() >= 4
     entered, release = threading.Event(), threading.Event()
 
     def revoke() -> None:

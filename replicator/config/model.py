@@ -236,6 +236,15 @@ CRM_OBJECTS: dict[str, frozenset[str]] = {
     "salesforce": frozenset({"account", "contact", "product", "opportunity"}),
 }
 
+# Each CRM's own modification-time field per object: what `crm_to_erp.timestamps.crm` means when
+# left out, so `latest_wins` compares real times on every CRM without being told the vendor's name.
+CRM_MODIFIED_FIELD: dict[str, dict[str, str]] = {
+    "bottlecrm": dict.fromkeys(CRM_OBJECTS["bottlecrm"], "updated_at"),
+    # HubSpot's search guide: contacts carry `lastmodifieddate`, the other objects `hs_lastmodifieddate`.
+    "hubspot": dict.fromkeys(CRM_OBJECTS["hubspot"], "hs_lastmodifieddate") | {"contact": "lastmodifieddate"},
+    "salesforce": dict.fromkeys(CRM_OBJECTS["salesforce"], "LastModifiedDate"),
+}
+
 
 class RetryConfig(Strict):
     max_attempts: int = Field(6, ge=1)
@@ -326,7 +335,10 @@ class TimestampsConfig(Strict):
     """Each side's own modification time, for `latest_wins`."""
 
     erp: str | None = Field(None, description="SQL over the ERP row, e.g. updated_at")
-    crm: str = Field("updated_at", description="the CRM record's modification-time field")
+    crm: str | None = Field(
+        None,
+        description="the CRM record's modification-time field; by default the CRM's own (see CRM_MODIFIED_FIELD)",
+    )
 
 
 class LineLookupConfig(Strict):
@@ -463,6 +475,26 @@ class Config(Strict):
             if isinstance(back, dict) and isinstance(insert, dict) and isinstance(insert.get("lines"), dict):
                 insert = {**insert, "lines": qualify(insert["lines"])}
                 entity = {**entity, "crm_to_erp": {**back, "insert": insert}}
+            out[name] = entity
+        return {**data, "mappings": out}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _crm_modified_field(cls, data: Any) -> Any:
+        """`crm_to_erp.timestamps.crm` left out: the CRM's own modification-time field for the object."""
+        if not isinstance(data, dict) or not isinstance(data.get("mappings"), dict):
+            return data
+        crm = data.get("crm")
+        names = CRM_MODIFIED_FIELD.get(str(crm.get("kind"))) if isinstance(crm, dict) else None
+        if not names:
+            return data
+        out = {}
+        for name, entity in data["mappings"].items():
+            back = entity.get("crm_to_erp") if isinstance(entity, dict) else None
+            stamps = back.get("timestamps", {}) if isinstance(back, dict) else None
+            field = names.get(str(entity.get("object"))) if isinstance(entity, dict) else None
+            if isinstance(back, dict) and isinstance(stamps, dict) and stamps.get("crm") is None and field:
+                entity = {**entity, "crm_to_erp": {**back, "timestamps": {**stamps, "crm": field}}}
             out[name] = entity
         return {**data, "mappings": out}
 

@@ -33,12 +33,16 @@ class Decision:
         return {Take.ERP: "erp", Take.CRM: "crm", Take.PARK: "parked"}.get(self.take, "none")
 
 
+def _empty(value: Any) -> bool:
+    # Blank text is empty too: text is compared without its outer spaces (below), so " " must
+    # match null exactly as it matches "", or "same" would not be transitive.
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def same(a: Any, b: Any) -> bool:
     """Equal as a CRM would echo them back: 12.30 and "12.3", "" and null, True and "true"."""
-    if a in (None, "") and b in (None, ""):
-        return True
-    if a is None or b is None:
-        return False
+    if _empty(a) or _empty(b):
+        return _empty(a) and _empty(b)
     if isinstance(a, bool) or isinstance(b, bool):
         return str(a).lower() == str(b).lower()
     if isinstance(a, (int, float, Decimal)) or isinstance(b, (int, float, Decimal)):
@@ -94,10 +98,6 @@ def instant(value: Any) -> datetime | None:
     if not isinstance(value, datetime):
         return None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _empty(value: Any) -> bool:
-    return value is None or value == ""
 
 
 def decide(

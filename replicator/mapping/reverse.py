@@ -83,7 +83,7 @@ class ReverseEntity:
     lookups: list[ReverseLookup]
     audit: dict[str, str]
     erp_ts: Expr | None
-    crm_ts_field: str
+    crm_ts_field: str | None  # None: the CRM's modification time is not known
     insert: bool
     insert_when: Expr | None
     crm_id_column: str | None

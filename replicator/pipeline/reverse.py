@@ -228,7 +228,7 @@ class ReverseProcessor:
         base = self.two_way.last_record(rent.name, str(ext))
         parked = self.two_way.open_fields(rent.name, str(ext))
         erp_ts = instant(rent.erp_ts({None: row})) if rent.erp_ts is not None else None
-        crm_ts = instant(raw.get(rent.crm_ts_field))
+        crm_ts = instant(raw.get(rent.crm_ts_field)) if rent.crm_ts_field else None
         values: dict[str, Any] = {}
         crm_changed = False
         sides = Sides(rent.name, str(ext), crm_id, base, crm, erp_ts, crm_ts)

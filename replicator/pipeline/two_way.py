@@ -156,7 +156,7 @@ class ForwardGuard:
         erp_ts = instant(rent.erp_ts({None: row})) if rent.erp_ts is not None and row else None
         if erp_ts is None and p.target.change.commit_ts is not None:
             erp_ts = p.target.change.commit_ts
-        crm_ts = instant(raw.get(rent.crm_ts_field))
+        crm_ts = instant(raw.get(rent.crm_ts_field)) if rent.crm_ts_field else None
         sides = Sides(rent.name, op.external_id, op.crm_id, base, crm, erp_ts, crm_ts)
         drop = set()
         for rf in guarded:

@@ -475,3 +475,46 @@ def test_salesforce_polling_brings_user_edits_once_even_under_one_timestamp(
         },
         quiet_s=7,  # several more polls, each re-reading the last 5 s
     )
+
+
+# ---------------------------------------------------------------------------- both vendors
+
+
+@pytest.mark.parametrize("vendor", ["hubspot", "salesforce"])
+def test_latest_wins_weighs_the_erps_time_against_the_vendors_own(
+    saas_two_way: Callable[..., SaasTwoWay], vendor: str
+) -> None:
+    """Both sides edit a contact's first name while the replicator is down. The sample config
+    names no CRM modification field, so the vendor's own (HubSpot `lastmodifieddate` on
+    contacts, Salesforce `LastModifiedDate`) is what the ERP's `updated_at` is weighed against."""
+    s = saas_two_way(vendor, webhooks=False)  # HubSpot: the poller finds what changed while down
+    obj, first = ("contacts", "firstname") if vendor == "hubspot" else ("Contact", "FirstName")
+
+    def crm_first_names() -> dict[str, Any]:
+        if vendor == "hubspot":
+            return {r["properties"].get("erp_id"): r["properties"].get(first) for r in s.sandbox_records(obj)}
+        return {r.get("ERP_Id__c"): r.get(first) for r in s.sandbox_records(obj)}
+
+    s.start()
+    s.wait_backfilled()
+    s.settled()
+    ids = _hubspot_ids(s, obj) if vendor == "hubspot" else _salesforce_ids(s, obj)
+    s.stop()
+    s.erp("UPDATE contacts SET first_name = 'ErpOld', updated_at = now() - interval '2 hours' WHERE id = 6")
+    s.erp("UPDATE contacts SET first_name = 'ErpNew', updated_at = now() + interval '2 hours' WHERE id = 7")
+    edit = (lambda name: {"properties": {first: name}}) if vendor == "hubspot" else (lambda name: {first: name})
+    s.user_edit(obj, ids["CONT-6"], edit("CrmNew"))
+    s.user_edit(obj, ids["CONT-7"], edit("CrmOld"))
+    s.start()
+    s.wait_for(
+        "the newer CRM edit in the ERP",
+        lambda: s.erp("SELECT first_name FROM contacts WHERE id = 6") == [("CrmNew",)],
+        60,
+    )
+    s.wait_for("the newer ERP edit in the CRM", lambda: crm_first_names().get("CONT-7") == "ErpNew", 60)
+    time.sleep(3)  # several polls: a late overwrite by the older side would show here
+    s.settled()
+    assert s.erp("SELECT id, first_name FROM contacts WHERE id IN (6, 7) ORDER BY id") == [(6, "CrmNew"), (7, "ErpNew")]
+    names = crm_first_names()
+    assert (names.get("CONT-6"), names.get("CONT-7")) == ("CrmNew", "ErpNew")
+    assert s.sql("SELECT count(*) FROM replicator.conflicts") == [(0,)]  # decided by time, nothing parked

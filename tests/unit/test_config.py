@@ -208,3 +208,44 @@ def test_salesforce_flows_and_field_names_are_checked_at_startup() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(SALESFORCE.replace("username: me@example.com, ", "") % "ERP_Id", "s.yaml", {})
     assert "crm.external_id_field" in str(err.value)
+
+
+TWO_WAY = """
+erp: {dsn: "host=db"}
+crm: %s
+mappings:
+  customers:
+    table: customers
+    object: account
+    fields: {name: {erp: name, direction: both, conflict: latest_wins}}
+    crm_to_erp: {timestamps: {erp: updated_at}}
+  contacts:
+    table: contacts
+    object: contact
+    fields: {name: {erp: name, direction: both, conflict: latest_wins}}
+    crm_to_erp: {timestamps: {erp: updated_at, crm: my_modified}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("crm", "account", "contact"),
+    [
+        ("{kind: bottlecrm, url: 'http://crm', token: t}", "updated_at", "my_modified"),
+        ("{kind: hubspot, token: t}", "hs_lastmodifieddate", "my_modified"),
+        ("{kind: salesforce, client_id: a, client_secret: s}", "LastModifiedDate", "my_modified"),
+    ],
+)
+def test_the_crm_modification_time_defaults_to_the_crms_own_field(crm: str, account: str, contact: str) -> None:
+    cfg = parse_config(TWO_WAY % crm, "t.yaml", {})
+    stamps = {name: e.crm_to_erp.timestamps.crm for name, e in cfg.mappings.items() if e.crm_to_erp}
+    assert stamps == {"customers": account, "contacts": contact}  # a field that is named is kept
+
+
+def test_hubspot_contacts_default_to_their_own_modification_property() -> None:
+    from replicator.config.model import CRM_MODIFIED_FIELD
+    from replicator.sinks.hubspot.client import MODIFIED_PROPERTY
+
+    cfg = parse_config(TWO_WAY.replace(", crm: my_modified", "") % "{kind: hubspot, token: t}", "t.yaml", {})
+    assert cfg.mappings["contacts"].crm_to_erp.timestamps.crm == "lastmodifieddate"  # type: ignore[union-attr]
+    # The sink reads exactly these properties back: the two tables must agree.
+    assert CRM_MODIFIED_FIELD["hubspot"] == MODIFIED_PROPERTY

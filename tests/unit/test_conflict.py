@@ -66,6 +66,7 @@ def test_without_a_base_a_difference_is_decided_by_the_policy() -> None:
 def test_same_treats_crm_spellings_as_equal() -> None:
     assert same("12.30", 12.3)
     assert same("", None)
+    assert same(" ", None) and same(" ", "")  # blank text is empty, whichever way it is spelled
     assert same(True, "true")
     assert not same("12.30", "12.31")
     assert not same(None, "x")

@@ -105,6 +105,13 @@ CRM_BUDGET_DAILY_USED = Gauge(
     ["crm"],
     registry=REGISTRY,
 )
+CRM_BUDGET_FOREIGN = Counter(
+    "replicator_crm_budget_foreign_requests_total",
+    "Requests the CRM reported on the credential's daily count beyond those the budget granted "
+    "(another integration on the same credential), added to the daily count",
+    ["crm"],
+    registry=REGISTRY,
+)
 RETRIES = Counter(
     "replicator_retries_total",
     "Operations retried after a transient failure",

@@ -21,6 +21,14 @@ hosts must keep them in sync (NTP); a skew of a few milliseconds is inside `marg
 the window, at least 50 ms), the amount the window is widened by because the CRM counts on
 arrival, slightly after our grant.
 
+The budget counts what it grants, and corrects that count from the CRM's own: HubSpot and
+Salesforce report the credential's daily usage on every answer (`observe_daily`). Requests the
+CRM counted beyond our grants were made by something else on the same credential (another
+integration, a script); they join the daily count, so the quota is not found exhausted by a
+refusal from the CRM. The count is only ever raised from the CRM's figure, never lowered: an
+answer overtaken on the way reports an older figure, and HubSpot's day ends at midnight while
+ours rolls over 24 h.
+
 The rules themselves (window log, daily buckets, AIMD, priorities) are in
 `replicator.state.budget_rules`; the storage in `replicator.state.budget_store`.
 """
@@ -97,6 +105,11 @@ class Budget(Protocol):
         the share of the limit by themselves; a success report only brings that into the gauges
         sooner (while the share is below 1, at most once a window)."""
 
+    def observe_daily(self, used: int) -> None:
+        """The CRM's own count of the credential's requests in its daily period, as an answer
+        reported it. Requests no replicator process was granted (another integration on the
+        same credential, or grants a state-store crash forgot) are added to the count."""
+
     def close(self) -> None:
         """Release the state-store connection (the sink that holds the budget closes it)."""
 
@@ -108,6 +121,9 @@ class UnlimitedBudget:
         return None
 
     def report(self, status: int, retry_after: float | None = None) -> None:
+        return None
+
+    def observe_daily(self, used: int) -> None:
         return None
 
     def close(self) -> None:
@@ -148,6 +164,10 @@ class _Gate:
         # factor is below 1, and then at most once a window (acquire settles it as well).
         self._factor_seen = 1.0
         self._seen_at = 0.0
+        # The daily count as last seen: a CRM's count within one burst of it is explained by other
+        # processes' grants since then, and needs no transaction to check.
+        self._daily_seen = 0
+        self._foreign = metrics.CRM_BUDGET_FOREIGN.labels(crm)
         self._factor_gauge = metrics.CRM_BUDGET_FACTOR.labels(crm)
         self._utilisation_gauge = metrics.CRM_BUDGET_WINDOW_UTILISATION.labels(crm)
         self._daily_gauge = metrics.CRM_BUDGET_DAILY_USED.labels(crm)
@@ -231,11 +251,36 @@ class _Gate:
             # AIMD reaction, so it must not fail the request.
             log.warning("crm budget report not stored", crm=self.crm, status=status, error=str(exc))
 
+    def observe_daily(self, used: int) -> None:
+        # Only ever raised: answers arrive out of order, and the CRM counts a request when it
+        # arrives, after our grant, so a count below ours is stale and says nothing. The gap is
+        # booked at `now`, so it leaves the rolling 24 h no sooner than the CRM's own requests did.
+        if self.limits.daily is None or used <= self._daily_seen + (self.limits.burst or 0):
+            return
+        try:
+            with self._store.transaction() as txn:
+                settle(txn.state, self.limits, txn.now, self._margin_s)
+                gap = used - txn.state.daily_used
+                if gap > 0:
+                    txn.count_daily(gap)
+                    self._foreign.inc(gap)
+                    log.warning(
+                        "the crm counts requests no replicator process made; another integration may use "
+                        "this credential",
+                        crm=self.crm,
+                        crm_count=used,
+                        added=gap,
+                    )
+                self._observe(txn.state, txn.now)
+        except psycopg.Error as exc:
+            log.warning("crm daily usage not stored", crm=self.crm, used=used, error=str(exc))
+
     def _window_passed(self) -> bool:
         return self._clock() - self._seen_at >= self.limits.window_s
 
     def _observe(self, state: BudgetState, now: float) -> None:
         self._factor_seen, self._seen_at = state.factor, now
+        self._daily_seen = state.daily_used
         self._factor_gauge.set(state.factor)
         if self.limits.burst is not None:
             self._utilisation_gauge.set(len(state.grants) / self.limits.burst)

@@ -25,8 +25,8 @@ class BudgetTxn(Protocol):
     state: BudgetState
     now: float
 
-    def count_daily(self) -> None:
-        """One grant at `now` toward the daily quota (also bumps `state.daily_used`)."""
+    def count_daily(self, requests: int = 1) -> None:
+        """`requests` grants at `now` toward the daily quota (also bumps `state.daily_used`)."""
 
     def daily_buckets(self) -> list[tuple[int, int]]:
         """The daily buckets still inside the 24 h, as (bucket, grants), oldest first."""
@@ -48,9 +48,9 @@ class _MemoryTxn:
     buckets: dict[int, int]
     counted: int = field(default=0)
 
-    def count_daily(self) -> None:
-        self.counted += 1
-        self.state.daily_used += 1
+    def count_daily(self, requests: int = 1) -> None:
+        self.counted += requests
+        self.state.daily_used += requests
 
     def daily_buckets(self) -> list[tuple[int, int]]:
         merged = dict(self.buckets)
@@ -99,8 +99,8 @@ _SAVE = (
     "increased_at = %s, grants = %s::float8[], live_waiters = %s, daily_used = %s, updated_at = now() WHERE key = %s"
 )
 _COUNT = (
-    "INSERT INTO replicator.api_budget_daily (key, minute, grants) VALUES (%s, %s, 1) "
-    "ON CONFLICT (key, minute) DO UPDATE SET grants = replicator.api_budget_daily.grants + 1"
+    "INSERT INTO replicator.api_budget_daily (key, minute, grants) VALUES (%s, %s, %s) "
+    "ON CONFLICT (key, minute) DO UPDATE SET grants = replicator.api_budget_daily.grants + EXCLUDED.grants"
 )
 _BUCKETS = "SELECT minute, grants FROM replicator.api_budget_daily WHERE key = %s ORDER BY minute"
 
@@ -112,9 +112,9 @@ class _PostgresTxn:
     state: BudgetState
     now: float
 
-    def count_daily(self) -> None:
-        self.conn.execute(_COUNT, (self.key, daily_bucket(self.now)))
-        self.state.daily_used += 1
+    def count_daily(self, requests: int = 1) -> None:
+        self.conn.execute(_COUNT, (self.key, daily_bucket(self.now), requests))
+        self.state.daily_used += requests
 
     def daily_buckets(self) -> list[tuple[int, int]]:
         return [(int(m), int(g)) for m, g in self.conn.execute(_BUCKETS, (self.key,)).fetchall()]

@@ -199,3 +199,51 @@ def test_the_daily_quota_is_shared(state_dsn: str) -> None:
 def test_a_missing_migration_names_the_fix(pg_db: str) -> None:
     with pytest.raises(RuntimeError, match="replicator setup"):
         SharedBudget(pg_db, budget_key("itest", "unmigrated"), BudgetLimits(1, 1.0, None), crm="itest")
+
+
+def test_another_integrations_requests_on_the_credential_count_from_hubspots_own_figure(state_dsn: str) -> None:
+    """HubSpot tells every answer how much of the day's quota the token has left. Requests made
+    by something other than a replicator (here: plain HTTP with the same token) join the shared
+    count at the next answer, so every process stops before HubSpot's daily limit, not after."""
+    import httpx
+
+    from replicator.sandbox.core import Limits
+    from replicator.sinks.hubspot import HubSpotSink
+    from tests.fixtures.sandbox import start_sandbox
+
+    # A count within one burst of the budget's own is left unchecked (other processes' grants
+    # explain it): the 300 foreign requests are beyond the burst of 100.
+    running = start_sandbox("hubspot", limits=Limits(burst=400, window_s=10.0, daily=400))
+    key = budget_key("hubspot", running.url, "foreign")
+    limits = BudgetLimits(burst=100, window_s=10.0, daily=400)
+    ours, other = shared(state_dsn, key, limits), shared(state_dsn, key, limits)
+    sink = HubSpotSink(running.url, "pat-sandbox", budget=ours)
+    try:
+        sink.ensure_setup()
+        own = daily_used(state_dsn, key)
+        assert own > 0
+        with httpx.Client(base_url=running.url, headers={"Authorization": "Bearer pat-sandbox"}) as foreign:
+            for _ in range(300):
+                assert foreign.get("/crm/v3/objects/companies", params={"limit": 1}).status_code == 200
+        assert daily_used(state_dsn, key) == own  # nobody has heard of them yet
+        # The sink's next answer carries HubSpot's count.
+        assert sink.client.request("GET", "object", "/crm/v3/objects/companies", params={"limit": 1}).is_success
+        stats = httpx.get(f"{running.url}/__sandbox/stats", timeout=5).json()
+        assert daily_used(state_dsn, key) == stats["daily_used"] >= own + 300
+        # The other process draws on the corrected count: what is left of the 400, then no more.
+        left = 400 - daily_used(state_dsn, key)
+        for _ in range(left):
+            other.acquire()
+        with pytest.raises(BudgetExhausted, match="daily quota used: 400 of 400"):
+            other.acquire()
+    finally:
+        sink.close()
+        other.close()
+        running.stop()
+
+
+def daily_used(dsn: str, key: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT daily_used FROM replicator.api_budget WHERE key = %s", (key,)).fetchone()
+    assert row is not None
+    return int(row[0])

@@ -69,6 +69,7 @@ CRM_BUDGET_METRICS = {
     "replicator_crm_budget_window_utilisation",
     "replicator_crm_budget_daily_used",
     "replicator_crm_budget_limit_per_second",
+    "replicator_crm_budget_foreign_requests_total",
     "replicator_crm_api_daily_used",
     "replicator_crm_api_daily_limit",
 }

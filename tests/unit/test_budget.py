@@ -356,3 +356,40 @@ def test_a_budget_not_shared_keeps_its_state_in_the_process() -> None:
     for _ in range(4):
         budget.acquire()
     assert clock.slept == pytest.approx([1.0 + MARGIN])
+
+
+# -- the CRM's own count ----------------------------------------------------------------------
+
+
+def foreign_added() -> float:
+    return REGISTRY.get_sample_value("replicator_crm_budget_foreign_requests_total", {"crm": "unit-foreign"}) or 0.0
+
+
+def test_requests_the_crm_counted_but_no_process_was_granted_join_the_daily_count() -> None:
+    clock = FakeClock()
+    budget = local(BudgetLimits(burst=5, window_s=10.0, daily=100), clock, crm="unit-foreign")
+    before = foreign_added()
+    for _ in range(3):
+        budget.acquire()
+    budget.observe_daily(3)  # the CRM saw exactly ours
+    budget.observe_daily(8)  # within one burst of ours: other processes' grants explain it, untested
+    assert foreign_added() == before
+    budget.observe_daily(60)  # another integration made 57 requests on this credential
+    assert foreign_added() - before == 57
+    budget.observe_daily(40)  # a stale answer, overtaken on the way: never lowers the count
+    assert foreign_added() - before == 57
+    for _ in range(40):
+        clock.now += 10.0
+        budget.acquire()
+    with pytest.raises(BudgetExhausted, match="daily quota used: 100 of 100"):
+        budget.acquire()
+
+
+def test_the_crms_count_matters_only_with_a_daily_quota() -> None:
+    clock = FakeClock()
+    budget = local(BudgetLimits(burst=5, window_s=10.0, daily=None), clock, crm="unit-foreign")
+    before = foreign_added()
+    budget.observe_daily(1_000_000)
+    assert foreign_added() == before
+    for _ in range(5):
+        budget.acquire()

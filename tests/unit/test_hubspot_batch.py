@@ -144,6 +144,7 @@ class RecordingBudget:
         self.exhausted = exhausted
         self.acquired: list[Priority] = []
         self.reported: list[tuple[int, float | None]] = []
+        self.daily: list[int] = []
 
     def acquire(self, priority: Priority = Priority.LIVE, *, max_wait_s: float = 60.0) -> None:
         if self.exhausted:
@@ -152,6 +153,9 @@ class RecordingBudget:
 
     def report(self, status: int, retry_after: float | None = None) -> None:
         self.reported.append((status, retry_after))
+
+    def observe_daily(self, used: int) -> None:
+        self.daily.append(used)
 
 
 def test_every_request_goes_through_the_budget_with_the_sink_priority() -> None:
@@ -172,6 +176,22 @@ def test_every_request_goes_through_the_budget_with_the_sink_priority() -> None:
     assert (result.outcome, result.retry_after) == (Outcome.TRANSIENT, 3.0)
     assert budget.acquired == [Priority.BACKFILL, Priority.BACKFILL] == [Priority.BACKFILL] * len(calls.calls)
     assert budget.reported == [(200, None), (429, 3.0)]
+
+
+def test_the_daily_count_hubspot_reports_reaches_the_budget() -> None:
+    budget = RecordingBudget()
+    daily = {"X-HubSpot-RateLimit-Daily": "1000", "X-HubSpot-RateLimit-Daily-Remaining": "880"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        found = [{"id": "91", "properties": {"erp_id": "E1"}}]
+        if request.url.path.endswith("/batch/read"):
+            return httpx.Response(200, headers=daily, json={"status": "COMPLETE", "results": found})
+        return httpx.Response(204)  # no headers: nothing to observe
+
+    sink, _ = sink_with(handler, budget=budget)
+    [result] = sink.apply([op("E1", Action.DELETE)], NoLedger())
+    assert result.outcome is Outcome.OK
+    assert budget.daily == [120]
 
 
 def test_exhausted_budget_is_transient_and_sends_nothing() -> None:

@@ -485,6 +485,7 @@ def test_dashboard_covers_the_signals_ops_needs(dashboards: list[tuple[Path, dic
         "replicator_crm_budget_window_utilisation",
         "replicator_crm_budget_daily_used",
         "replicator_crm_budget_limit_per_second",
+        "replicator_crm_budget_foreign_requests_total",
         "replicator_crm_api_daily_used",
         "replicator_crm_api_daily_limit",
     }

@@ -288,8 +288,10 @@ def test_limit_info_header_parsing_and_gauges() -> None:
     org = FakeOrg()
     org.limit_info = "api-usage=4321/100000; per-app-api-usage=17/250(appName=x)"
     org.route("GET", f"{API}/sobjects/Account/001A", lambda r: httpx.Response(200, json=account_record("001A", "C-1")))
-    make_sink(org).get("account", "001A")
+    budget = RecordingBudget()
+    make_sink(org, budget=budget).get("account", "001A")
     assert REGISTRY.get_sample_value("replicator_crm_api_daily_used", {"crm": "salesforce"}) == 4321
+    assert budget.daily and set(budget.daily) == {4321}  # the org's own count corrects the budget's
     assert REGISTRY.get_sample_value("replicator_crm_api_daily_limit", {"crm": "salesforce"}) == 100000
 
 

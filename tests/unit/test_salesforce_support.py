@@ -91,6 +91,7 @@ class RecordingBudget:
         self.acquired: list[Priority] = []
         self.reports: list[tuple[int, float | None]] = []
         self.refuse = refuse
+        self.daily: list[int] = []
         self.lock = threading.Lock()
 
     def acquire(self, priority: Priority = Priority.LIVE, *, max_wait_s: float = 60.0) -> None:
@@ -102,6 +103,10 @@ class RecordingBudget:
     def report(self, status: int, retry_after: float | None = None) -> None:
         with self.lock:
             self.reports.append((status, retry_after))
+
+    def observe_daily(self, used: int) -> None:
+        with self.lock:
+            self.daily.append(used)
 
 
 def make_sink(org: FakeOrg, **kwargs: Any) -> SalesforceSink:

@@ -153,14 +153,15 @@ class HubSpotClient:
         self._note_daily(resp)
         return resp
 
-    @staticmethod
-    def _note_daily(resp: httpx.Response) -> None:
+    def _note_daily(self, resp: httpx.Response) -> None:
         limit = _float_header(resp, "X-HubSpot-RateLimit-Daily")
         remaining = _float_header(resp, "X-HubSpot-RateLimit-Daily-Remaining")
         if limit is not None:
             CRM_API_DAILY_LIMIT.labels(CRM).set(limit)
             if remaining is not None:
-                CRM_API_DAILY_USED.labels(CRM).set(max(limit - remaining, 0.0))
+                used = max(limit - remaining, 0.0)
+                CRM_API_DAILY_USED.labels(CRM).set(used)
+                self.budget.observe_daily(int(used))
 
     def expect_json(self, resp: httpx.Response, what: str) -> Any:
         return expect_json(resp, what, classify)

@@ -152,6 +152,7 @@ class SalesforceClient:
         if usage is not None:
             CRM_API_DAILY_USED.labels(CRM).set(usage[0])
             CRM_API_DAILY_LIMIT.labels(CRM).set(usage[1])
+            self.budget.observe_daily(usage[0])
         return resp
 
     def _post_form(self, url: str, form: dict[str, str]) -> httpx.Response:

@@ -486,7 +486,7 @@ def test_check_and_ensure_setup_name_the_missing_external_id_field() -> None:
     assert "Contact.ERP_Id__c" in str(err.value) and "Product2 has no field ERP_Id__c" in str(err.value)
 
 
-def test_a_refused_collection_is_retried_record_by_record() -> None:
+def test_a_refused_collection_is_halved_until_the_bad_records_stand_alone() -> None:
     org = FakeOrg()
     calls: list[int] = []
 
@@ -505,7 +505,29 @@ def test_a_refused_collection_is_retried_record_by_record() -> None:
     )
     assert [r.outcome for r in results] == [Outcome.OK, Outcome.PERMANENT, Outcome.OK]
     assert "INVALID_FIELD" in (results[1].error or "") and "'C-2'" in (results[1].error or "")
-    assert calls == [3, 1, 1, 1]
+    assert calls == [3, 1, 2, 1, 1]  # [C-1] | [C-2, C-3] -> [C-2] | [C-3]
+
+
+def test_one_bad_record_in_a_full_collection_costs_a_few_requests_not_one_per_record() -> None:
+    org = FakeOrg()
+    calls: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        records = body(request)["records"]
+        calls.append(len(records))
+        if any("Bogus__c" in r for r in records):
+            return sf_error(400, "INVALID_FIELD", "No such column 'Bogus__c' on sobject of type Account")
+        return httpx.Response(
+            200, json=[{"id": "001" + r["ERP_Id__c"], "success": True, "created": True, "errors": []} for r in records]
+        )
+
+    org.route("PATCH", f"{API}/composite/sobjects/Account/ERP_Id__c", answer)
+    ops = [upsert(f"C-{n}", Name=f"N{n}") for n in range(200)]
+    ops[137] = upsert("C-137", Bogus__c=1)
+    results = make_sink(org).apply(ops, NoLedger())
+    assert [n for n, r in enumerate(results) if r.outcome is not Outcome.OK] == [137]
+    assert results[137].outcome is Outcome.PERMANENT and "'C-137'" in (results[137].error or "")
+    assert len(calls) <= 1 + 2 * 8, calls  # 8 halvings from 200 to 1, two requests each, not 200 requests
 
 
 def test_login_url_may_be_a_configured_http_url() -> None:

@@ -348,8 +348,10 @@ class SalesforceSink:
         resp = self.client.request("PATCH", sobject, f"{self.api}/composite/sobjects/{sobject}/{self.field}", json=body)
         if resp.status_code == 400 and len(chunk) > 1:
             # The whole request was refused (e.g. INVALID_FIELD: one record names a field that does
-            # not exist): send each record alone, so only the records at fault fail.
-            return [pair for one in chunk for pair in self._upsert_alone(sobject, one)]
+            # not exist): halve it until the records at fault stand alone, so only they fail. One
+            # bad record in 200 costs about 2·log2(200) = 16 requests of the budget, not 200.
+            half = len(chunk) // 2
+            return self._upsert_part(sobject, chunk[:half]) + self._upsert_part(sobject, chunk[half:])
         what = (
             f"upsert {sobject} with {self.field} {chunk[0][1].external_id!r}"
             if len(chunk) == 1
@@ -358,11 +360,11 @@ class SalesforceSink:
         labels = [(i, f"upsert {sobject} with {self.field} {op.external_id!r}") for i, op in chunk]
         return self._per_record(resp, what, labels)
 
-    def _upsert_alone(self, sobject: str, item: tuple[int, Operation]) -> Indexed:
+    def _upsert_part(self, sobject: str, part: list[tuple[int, Operation]]) -> Indexed:
         try:
-            return self._upsert_chunk(sobject, [item])
+            return self._upsert_chunk(sobject, part)
         except CrmError as exc:
-            return [(item[0], exc.result)]
+            return [(i, exc.result) for i, _ in part]
 
     def _bulk_upsert(self, sobject: str, items: list[tuple[int, Operation]]) -> Indexed:
         results = self.bulk.upsert(

@@ -486,7 +486,9 @@ def test_check_and_ensure_setup_name_the_missing_external_id_field() -> None:
     assert "Contact.ERP_Id__c" in str(err.value) and "Product2 has no field ERP_Id__c" in str(err.value)
 
 
-def test_a_refused_collection_is_halved_until_the_bad_records_stand_alone() -> None:
+def refusing_bogus_fields() -> tuple[FakeOrg, list[int]]:
+    """An org that refuses a whole collection naming the unknown field Bogus__c, as Salesforce
+    does (400 INVALID_FIELD); the sizes of the collections it was sent."""
     org = FakeOrg()
     calls: list[int] = []
 
@@ -500,6 +502,11 @@ def test_a_refused_collection_is_halved_until_the_bad_records_stand_alone() -> N
         )
 
     org.route("PATCH", f"{API}/composite/sobjects/Account/ERP_Id__c", answer)
+    return org, calls
+
+
+def test_a_refused_collection_is_halved_until_the_bad_records_stand_alone() -> None:
+    org, calls = refusing_bogus_fields()
     results = make_sink(org).apply(
         [upsert("C-1", Name="A"), upsert("C-2", Bogus__c=1), upsert("C-3", Name="C")], NoLedger()
     )
@@ -509,19 +516,7 @@ def test_a_refused_collection_is_halved_until_the_bad_records_stand_alone() -> N
 
 
 def test_one_bad_record_in_a_full_collection_costs_a_few_requests_not_one_per_record() -> None:
-    org = FakeOrg()
-    calls: list[int] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        records = body(request)["records"]
-        calls.append(len(records))
-        if any("Bogus__c" in r for r in records):
-            return sf_error(400, "INVALID_FIELD", "No such column 'Bogus__c' on sobject of type Account")
-        return httpx.Response(
-            200, json=[{"id": "001" + r["ERP_Id__c"], "success": True, "created": True, "errors": []} for r in records]
-        )
-
-    org.route("PATCH", f"{API}/composite/sobjects/Account/ERP_Id__c", answer)
+    org, calls = refusing_bogus_fields()
     ops = [upsert(f"C-{n}", Name=f"N{n}") for n in range(200)]
     ops[137] = upsert("C-137", Bogus__c=1)
     results = make_sink(org).apply(ops, NoLedger())

@@ -149,3 +149,64 @@ def test_numeric_ids_sharing_a_timestamp_page_forward_across_a_change_of_length(
     finally:
         poller.close()
         inbox.close()
+
+
+class DeletingCrm(KeysetCrm):
+    """A CRM with a delete log, as Salesforce's "sObject Get Deleted": seconds ignored, the answer
+    covering up to the last whole minute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deleted: dict[str, datetime] = {}
+        self.windows: list[tuple[datetime, datetime]] = []
+
+    def deleted_between(
+        self, object: str, start: datetime, end: datetime
+    ) -> tuple[list[tuple[str, datetime]], datetime]:
+        self.windows.append((start, end))
+        start, end = start.replace(second=0, microsecond=0), end.replace(second=0, microsecond=0)
+        assert end - start > timedelta(minutes=1), "Salesforce refuses a window of a minute or less"
+        assert start >= datetime.now(UTC) - timedelta(days=15), "Salesforce keeps 15 days of deletions"
+        return sorted(((rid, at) for rid, at in self.deleted.items() if start <= at < end), key=lambda x: x[1]), end
+
+
+def test_deletions_from_the_crms_delete_log_are_notified_once_across_overlapping_windows(state: str) -> None:
+    crm = DeletingCrm()
+    now = datetime.now(UTC)
+    crm.deleted["gone-1"] = now - timedelta(minutes=1, seconds=30)
+    inbox = Inbox(state)
+    poller = CursorPoller("fake", inbox, crm, state, objects=["contact"], interval_s=1, lookback_s=60, page_size=10)
+    try:
+        assert poller.poll_once() == 1  # the first window reaches back two minutes, the least the log accepts
+        crm.deleted["gone-2"] = datetime.now(UTC) - timedelta(seconds=61)
+        assert poller.poll_once() == 1  # gone-1 again in the overlap: the same delivery, not added
+        assert poller.poll_once() == 0
+        rows = [(crm_id, d) for crm_id, d in _inbox_ids(state)]
+        assert [crm_id for crm_id, _ in rows] == ["gone-1", "gone-2"]
+        assert all(":deleted:" in d for _, d in rows)
+        with psycopg.connect(state) as conn:
+            events = conn.execute("SELECT DISTINCT event FROM replicator.inbox").fetchall()
+        assert events == [("poll.deleted",)]
+        # Each window starts at the last one's covered end less the lookback, or two minutes
+        # before its own end if that is earlier.
+        (_, first_end), (second_start, second_end) = crm.windows[0], crm.windows[1]
+        covered = first_end.replace(second=0, microsecond=0)
+        assert second_start == min(covered - timedelta(seconds=60), second_end - timedelta(minutes=2))
+    finally:
+        poller.close()
+        inbox.close()
+
+
+def test_after_an_outage_longer_than_the_delete_log_the_window_starts_where_the_log_does(state: str) -> None:
+    crm = DeletingCrm()
+    inbox = Inbox(state)
+    poller = CursorPoller("fake", inbox, crm, state, objects=["contact"], interval_s=1, lookback_s=60)
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    poller._store.save_checkpoint("poll:fake:contact:deleted", long_ago.isoformat(), 0)
+    try:
+        assert poller.poll_once() == 0  # refused by the CRM without the clamp (the fake asserts it)
+        start, end = crm.windows[0]
+        assert timedelta(days=14) < end - start < timedelta(days=15)
+    finally:
+        poller.close()
+        inbox.close()

@@ -518,3 +518,47 @@ def test_latest_wins_weighs_the_erps_time_against_the_vendors_own(
     names = crm_first_names()
     assert (names.get("CONT-6"), names.get("CONT-7")) == ("CrmNew", "ErpNew")
     assert s.sql("SELECT count(*) FROM replicator.conflicts") == [(0,)]  # decided by time, nothing parked
+
+
+def test_salesforce_deletions_reach_the_erp_from_the_delete_log_and_our_own_are_echoes(
+    saas_two_way: Callable[..., SaasTwoWay],
+) -> None:
+    """Polling cannot select a deleted record: Salesforce's delete log ("sObject Get Deleted")
+    lists them. This test's config deletes the ERP contact of a contact deleted in Salesforce."""
+    s = saas_two_way("salesforce")
+    head, contacts_section = s.config_path.read_text().split("\n  contacts:\n", 1)
+    assert "    crm_to_erp:\n" in contacts_section
+    contacts_section = contacts_section.replace("    crm_to_erp:\n", "    crm_to_erp:\n      delete: delete\n", 1)
+    s.config_path.write_text(head + "\n  contacts:\n" + contacts_section)
+    s.start()
+    s.wait_backfilled()
+    s.settled()
+    contacts = _salesforce_ids(s, "Contact")
+    writes = s.erp_writes()
+    polled = s.metric("replicator_crm_polled_total", crm="salesforce", object="contact")
+    # A Salesforce user deletes one contact while the ERP deletes another (which the replicator
+    # then deletes in Salesforce, so the delete log lists both).
+    sink = cast(Any, s.sink)
+    user_delete = sink.client.request("DELETE", "Contact", f"{sink.api}/sobjects/Contact/{contacts['CONT-8']}")
+    assert user_delete.status_code == 204, user_delete.text
+    s.erp("DELETE FROM contacts WHERE id = 9")
+    # The log answers by whole minutes: a deletion is listed within about a minute.
+    s.wait_for(
+        "the contact deleted in Salesforce gone from the ERP",
+        lambda: s.erp("SELECT count(*) FROM contacts WHERE id = 8") == [(0,)],
+        150,
+    )
+    s.wait_for(
+        "both deletions read from the delete log",
+        lambda: s.metric("replicator_crm_polled_total", crm="salesforce", object="contact") - polled >= 2,
+        150,
+    )
+    s.settled()
+    time.sleep(3)  # more polls over the same minutes: each deletion is notified once
+    s.settled()
+    assert s.metric("replicator_crm_polled_total", crm="salesforce", object="contact") - polled == 2
+    assert s.erp_writes() - writes == 1, s.metric_lines("erp_writes", "echoes", "polled")  # only contact 8
+    gone = {r["ERP_Id__c"] for r in s.sandbox_records("Contact") if r["IsDeleted"]}
+    assert {"CONT-8", "CONT-9"} <= gone
+    assert s.erp("SELECT count(*) FROM contacts WHERE id IN (8, 9)") == [(0,)]
+    assert s.sql("SELECT count(*) FROM replicator.dead_letters WHERE status = 'open'") == [(0,)]

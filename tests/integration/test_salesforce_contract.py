@@ -209,6 +209,28 @@ def test_polling_pages_through_many_records_sharing_one_modstamp(
     assert fields is not None and {"Name", "ERP_Id__c", "SystemModstamp"} <= fields["account"]
 
 
+def test_deletions_are_read_from_the_delete_log_in_the_window_asked(
+    sink: SalesforceSink,
+    salesforce_sandbox: Running,  # noqa: F811
+) -> None:
+    from datetime import timedelta
+
+    now = datetime.now(UTC)
+    written = sink.apply([account("D-1"), account("D-2"), account("D-3")], NoLedger())
+    sandbox = salesforce_sandbox.sandbox
+    sandbox.freeze_clock(now - timedelta(minutes=5))  # type: ignore[attr-defined]
+    gone = sink.apply([Operation("customers", "account", Action.DELETE, "D-2")], NoLedger())
+    sandbox.freeze_clock(None)  # type: ignore[attr-defined]
+    assert [r.outcome for r in written + gone] == [Outcome.OK] * 4
+    records = SalesforceRecords(sink)
+    found, covered = records.deleted_between("account", now - timedelta(minutes=10), now)
+    assert [crm_id for crm_id, _ in found] == [written[1].crm_id]
+    assert found[0][1] == (now - timedelta(minutes=5)).replace(microsecond=(now.microsecond // 1000) * 1000)
+    assert covered == now.replace(second=0, microsecond=0)
+    assert records.deleted_between("contact", now - timedelta(minutes=10), now)[0] == []
+    assert records.fetch("account", str(written[1].crm_id)) is None
+
+
 def test_daily_allocation_exhausted_is_transient_and_usage_is_exported() -> None:
     running = start_sandbox("salesforce", limits=Limits(daily=3))
     try:

@@ -764,3 +764,42 @@ def test_clock_freeze_and_reset(org: Org) -> None:
     assert org.sandbox.records("Account") == []
     assert org.sandbox.api_usage()[0] == 0
     assert org.http.get(f"{V}/limits").status_code == 200  # sessions survive a reset
+
+
+def test_the_delete_log_lists_deletions_by_minute_within_fifteen_days(org: Org) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    ids = [org.http.post(f"{V}/sobjects/Contact", json={"LastName": n}).json()["id"] for n in ("A", "B")]
+    org.sandbox.freeze_clock(now - timedelta(minutes=3))
+    try:
+        assert org.http.delete(f"{V}/sobjects/Contact/{ids[0]}").status_code == 204
+    finally:
+        org.sandbox.freeze_clock(None)
+
+    def deleted(start: datetime, end: datetime) -> httpx.Response:
+        return org.http.get(
+            f"{V}/sobjects/Contact/deleted/", params={"start": start.isoformat(), "end": end.isoformat()}
+        )
+
+    answer = deleted(now - timedelta(minutes=10), now)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [r["id"] for r in body["deletedRecords"]] == [ids[0]]
+    assert body["deletedRecords"][0]["deletedDate"].endswith("+0000")
+    assert body["latestDateCovered"] == now.replace(second=0).strftime("%Y-%m-%dT%H:%M:00.000+0000")
+    assert deleted(now - timedelta(minutes=2), now).json()["deletedRecords"] == []  # before the window
+    assert (
+        org.http.get(
+            f"{V}/sobjects/Account/deleted/",
+            params={"start": (now - timedelta(minutes=10)).isoformat(), "end": now.isoformat()},
+        ).json()["deletedRecords"]
+        == []
+    )
+    for start, end in [(now - timedelta(seconds=50), now), (now - timedelta(days=16), now)]:
+        refused = deleted(start, end)
+        assert refused.status_code == 400 and error(refused)["errorCode"] == "INVALID_REPLICATION_DATE"
+    missing = org.http.get(f"{V}/sobjects/Contact/deleted/", params={"end": now.isoformat()})
+    assert missing.status_code == 400 and "start" in error(missing)["message"]
+    # The record read as a row is still gone, the live one is still there.
+    assert org.http.get(f"{V}/sobjects/Contact/{ids[1]}").status_code == 200

@@ -9,7 +9,7 @@ Implemented (each handler names the vendor documentation page it follows):
   standard fields, system fields (Id, IsDeleted, CreatedDate, LastModifiedDate,
   SystemModstamp) and the custom External ID ``ERP_Id__c`` (unique, case sensitive).
 - REST rows: create, get, update, delete by id; get, upsert, delete by external id;
-  describe; describe global; limits; versions.
+  describe; describe global; limits; versions; the delete log ("sObject Get Deleted").
 - sObject Collections: create, update, upsert by external id, delete, get; at most 200
   records (2,000 ids for get); per-record results in order; allOrNone rollback.
 - SOQL ``/query`` with query locators for the next pages (see ``soql`` for the subset).

@@ -6,11 +6,16 @@ Each handler names the page of the REST API Developer Guide
 
 from __future__ import annotations
 
+from datetime import UTC, timedelta
+
 from replicator.sandbox.core import Request, Response
 
 from .api import SalesforceApi, SalesforceError
-from .schema import RecordError, SObjectType, normalize_id
+from .schema import RecordError, SObjectType, format_datetime, normalize_id, parse_datetime
 from .store import Record
+
+# "sObject Get Deleted" / getDeleted(): the delete log answers for the last 15 days.
+DELETE_LOG_DAYS = 15
 
 
 class RowsMixin(SalesforceApi):
@@ -116,3 +121,50 @@ class RowsMixin(SalesforceApi):
                 raise SalesforceError("NOT_FOUND", "The requested resource does not exist", 404)
             self.store.delete(otype.name, record["Id"])
         return Response(204)
+
+    def get_deleted(self, req: Request, sobject: str) -> Response:
+        """ "sObject Get Deleted": GET /sobjects/{SObject}/deleted/?start=&end= (ISO 8601) →
+        ``{"deletedRecords": [{"id", "deletedDate"}], "earliestDateAvailable", "latestDateCovered"}``.
+
+        The SOAP guide's getDeleted() rules, which the REST resource refers to: start must
+        precede end by more than one minute and lie within the delete log's 15 days, else 400
+        INVALID_REPLICATION_DATE; `deletedDate` is the record's SystemModstamp;
+        `latestDateCovered` is where the next call should start. Inferred: the seconds of both
+        dates are ignored (documented for getUpdated(), assumed here too, the stricter
+        reading), and the wording of the error messages."""
+        otype = self._sobject(sobject)
+        bounds = []
+        for name in ("start", "end"):
+            text = req.arg(name)
+            moment = parse_datetime(text) if text else None
+            if moment is None:
+                raise SalesforceError(
+                    "MALFORMED_QUERY", f"{name}: an ISO 8601 date and time is required, got {text!r}", 400
+                )
+            bounds.append(moment.astimezone(UTC).replace(second=0, microsecond=0))
+        start, end = bounds
+        with self.lock:
+            now = parse_datetime(self.store.clock.now())
+            assert now is not None
+            if end - start <= timedelta(minutes=1):
+                raise SalesforceError(
+                    "INVALID_REPLICATION_DATE", "startDate must precede endDate by more than one minute", 400
+                )
+            if start < now - timedelta(days=DELETE_LOG_DAYS):
+                raise SalesforceError(
+                    "INVALID_REPLICATION_DATE", f"startDate must be within the last {DELETE_LOG_DAYS} days", 400
+                )
+            covered = min(end, now.replace(second=0, microsecond=0))
+            deleted = []
+            for record in self.store.records[otype.name].values():
+                stamp = parse_datetime(record["SystemModstamp"])
+                if record["IsDeleted"] and stamp is not None and start <= stamp < covered:
+                    deleted.append((stamp, record["Id"]))
+        return Response(
+            200,
+            {
+                "deletedRecords": [{"id": rid, "deletedDate": format_datetime(at)} for at, rid in sorted(deleted)],
+                "earliestDateAvailable": format_datetime(now - timedelta(days=DELETE_LOG_DAYS)),
+                "latestDateCovered": format_datetime(covered),
+            },
+        )

@@ -241,6 +241,7 @@ class SalesforceSandbox(RowsMixin, CollectionsMixin, QueryMixin, BulkApiMixin):
         api("GET", r"/sobjects/?", self.describe_global)
         api("GET", rf"/sobjects/(?P<sobject>{_SEG})/describe/?", self.describe)
         api("POST", rf"/sobjects/(?P<sobject>{_SEG})/?", self.create_row)
+        api("GET", rf"/sobjects/(?P<sobject>{_SEG})/deleted/?", self.get_deleted)
         api("GET", rf"/sobjects/(?P<sobject>{_SEG})/(?P<record_id>{_SEG})", self.get_row)
         api("PATCH", rf"/sobjects/(?P<sobject>{_SEG})/(?P<record_id>{_SEG})", self.update_row)
         api("DELETE", rf"/sobjects/(?P<sobject>{_SEG})/(?P<record_id>{_SEG})", self.delete_row)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from urllib.parse import quote as url_quote
@@ -67,9 +68,17 @@ SOBJECTS: dict[str, str] = {
 ACTIVE_FLAG: dict[str, str] = {"Product2": "IsActive"}
 COLLECTION_MAX = 200
 LOOKUP_BATCH = 100  # external ids per SOQL IN (): keeps the query URL short
+
+
 # External ids that can go into a URL path as they are; others are looked up with SOQL.
 # At least one character is not a dot: "." and ".." are path segments URLs resolve away
 # (RFC 3986, "Remove Dot Segments"), which would read another resource.
+def _iso_utc(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError(f"{moment!r} has no time zone; pass an aware datetime")
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
 _PATH_SAFE = re.compile(r"[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
 
 Indexed = list[tuple[int, Result]]
@@ -227,6 +236,28 @@ class SalesforceSink:
         selected = fields if fields is not None else self.field_names(sobject)
         text = soql.select(selected, sobject, where=where, order_by=order_by, limit=limit)
         return (self._shaped(r) for r in self.client.query(text, sobject))
+
+    def deleted(self, object: str, start: datetime, end: datetime) -> tuple[list[tuple[str, datetime]], datetime]:
+        """ "sObject Get Deleted": the ids of `object`'s records deleted between `start` and `end`
+        with their deletion times, and where Salesforce's answer stops (``latestDateCovered``,
+        the start of the next call). Salesforce ignores the seconds of both times, wants them more
+        than a minute apart and keeps its delete log for 15 days: the caller sees to all three."""
+        sobject = self._sobject(object)
+        params = {"start": _iso_utc(start), "end": _iso_utc(end)}
+        resp = self.client.request("GET", sobject, f"{self.api}/sobjects/{sobject}/deleted/", params=params)
+        data = self.client.expect_json(resp, f"deleted {sobject} records")
+        covered = soql.parse_datetime(data.get("latestDateCovered")) if isinstance(data, dict) else None
+        if covered is None or not isinstance(data.get("deletedRecords"), list):
+            raise CrmError(
+                Result(Outcome.TRANSIENT, error=f"deleted {sobject} records: unexpected answer {data!r:.300}")
+            )
+        found = []
+        for item in data["deletedRecords"]:
+            at = soql.parse_datetime(item.get("deletedDate")) if isinstance(item, dict) else None
+            if at is None or not item.get("id"):
+                raise CrmError(Result(Outcome.TRANSIENT, error=f"deleted {sobject} records: unreadable {item!r:.300}"))
+            found.append((str(item["id"]), at))
+        return found, covered
 
     def iter_records(self, object: str) -> Iterator[dict[str, Any]]:
         return self.query(object)

@@ -12,25 +12,49 @@ Ties are the connector's job: `changes_after` answers records strictly after the
 through by id, and a page can never answer the same record twice. A connector that breaks
 that promise would make the poller loop; the poller refuses such a page instead.
 
-A modification-time cursor does not see deletions; webhooks (HubSpot) and `reconcile`
-cover those.
+A modification-time cursor does not see deletions. A connector that keeps a delete log
+(Salesforce's "sObject Get Deleted") offers `deleted_between`: each poll then also reads the
+log from the last window's end (less the lookback) to now, and each deletion becomes a
+`poll.deleted` notification whose delivery id holds the deletion time, so overlapping windows
+add it once. The log's answer says where it stopped (`latestDateCovered`); the next window
+starts there. Salesforce keeps 15 days of it: after a longer outage the older deletions are
+gone from the log, and `reconcile` shows them only as records missing from the CRM (a
+warning says so). Elsewhere (HubSpot),
+deletion webhooks and `reconcile` cover deletions.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+import structlog
 
 from replicator.sources.crm.polling import PollLoop, epoch_us
 from replicator.state.inbox import Inbox
 
+log = structlog.get_logger()
+
 Cursor = tuple[datetime, str]
+
+# Salesforce's delete log: 15 days kept (a little less asked, so a slow call is not refused),
+# seconds ignored, and a window of more than one minute required. Two minutes is the least
+# window that stays over one minute once both ends lose their seconds.
+DELETE_LOG = timedelta(days=15) - timedelta(minutes=10)
+MIN_DELETE_WINDOW = timedelta(minutes=2)
 
 
 class ChangedRecords(Protocol):
     def changes_after(self, object: str, cursor: Cursor | None, limit: int) -> list[dict[str, Any]]: ...
     def modified_at(self, record: dict[str, Any]) -> datetime | None: ...
     def record_id(self, record: dict[str, Any]) -> str: ...
+
+
+@runtime_checkable
+class DeletionLog(Protocol):
+    def deleted_between(
+        self, object: str, start: datetime, end: datetime
+    ) -> tuple[list[tuple[str, datetime]], datetime]: ...
 
 
 class CursorBroken(RuntimeError):
@@ -76,6 +100,36 @@ class CursorPoller(PollLoop):
         return None if position is None else decode_cursor(position)
 
     def _poll_object(self, object: str) -> int:
+        added = self._poll_changes(object)
+        if isinstance(self.records, DeletionLog):
+            added += self._poll_deletions(object, self.records)
+        return added
+
+    def _poll_deletions(self, object: str, deletions: DeletionLog) -> int:
+        stream = f"{self.stream(object)}:deleted"
+        saved = self._checkpoint(object, stream)
+        end = datetime.now(UTC)
+        start = (datetime.fromisoformat(saved) if saved else end) - self.lookback
+        start = min(start, end - MIN_DELETE_WINDOW)
+        if start < end - DELETE_LOG:
+            log.warning(
+                "deletions older than the CRM's delete log keeps are no longer listed; `replicator reconcile` "
+                "shows them as records missing from the CRM",
+                crm=self.crm,
+                object=object,
+                since=start.isoformat(),
+            )
+            start = end - DELETE_LOG
+        found, covered = deletions.deleted_between(object, start, end)
+        added = 0
+        for record_id, at in found:
+            delivery_id = f"poll:{object}:{record_id}:deleted:{epoch_us(at)}"
+            added += self._notify(object, record_id, "poll.deleted", delivery_id, deleted_at=at.isoformat())
+        if saved is None or covered > datetime.fromisoformat(saved):
+            self._store.save_checkpoint(stream, covered.isoformat(), epoch_us(covered))
+        return added
+
+    def _poll_changes(self, object: str) -> int:
         saved = self.cursor(object)
         position: Cursor | None = None if saved is None else (saved[0] - self.lookback, "")
         added = 0

@@ -14,6 +14,9 @@ ties. Salesforce keeps milliseconds: a cursor time with finer digits lies betwee
 possible stamps, so it becomes ``SystemModstamp > T`` with T cut to the millisecond, and the
 tie clause is left out (no record can have been stamped exactly at it). A cursor without an id
 (the poller's lookback start) is ``SystemModstamp >= T``.
+
+Deletions leave no record to select: they come from Salesforce's delete log ("sObject Get
+Deleted"), which the poller reads for the same objects (see `cursor_poll`).
 """
 
 from __future__ import annotations
@@ -74,6 +77,12 @@ class SalesforceRecords:
                 fields=["Id", MODSTAMP, self.sink.field],
             )
         )
+
+    def deleted_between(
+        self, object: str, start: datetime, end: datetime
+    ) -> tuple[list[tuple[str, datetime]], datetime]:
+        """Records deleted in the window, from Salesforce's delete log, and where the log's answer stops."""
+        return self.sink.deleted(object, start, end)
 
     def fetch(self, object: str, crm_id: str) -> dict[str, Any] | None:
         """The record with every readable field and its external id; None when it is gone.

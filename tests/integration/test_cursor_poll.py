@@ -155,6 +155,9 @@ class DeletingCrm(KeysetCrm):
     """A CRM with a delete log, as Salesforce's "sObject Get Deleted": seconds ignored, the answer
     covering up to the last whole minute."""
 
+    deletions_kept = timedelta(days=15)
+    deletions_min_window = timedelta(minutes=2)
+
     def __init__(self) -> None:
         super().__init__()
         self.deleted: dict[str, datetime] = {}

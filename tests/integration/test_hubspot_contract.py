@@ -170,6 +170,23 @@ def test_delete_and_archive_archive_in_batches(hubspot_sandbox: Running) -> None
     assert sink.apply(ops[:1], NoLedger())[0].outcome is Outcome.OK
 
 
+def test_archived_records_are_listed_as_deletions_in_the_window_asked(hubspot_sandbox: Running) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    sink = make_sink(hubspot_sandbox)
+    ids = [upsert(sink, "contact", f"DEL-{i}", firstname=f"D{i}").crm_id for i in range(105)]
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    archived = [Operation("contacts", "contact", Action.DELETE, f"DEL-{i}") for i in (3, 101)]
+    assert [r.outcome for r in sink.apply(archived, NoLedger())] == [Outcome.OK] * 2
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    records = HubSpotRecords(sink, searches_per_second=0)
+    found, covered = records.deleted_between("contact", before, after)
+    assert sorted(crm_id for crm_id, _ in found) == sorted([ids[3], ids[101]]) and covered == after
+    assert all(before <= at < after for _, at in found)
+    assert records.deleted_between("contact", after, after + timedelta(minutes=1))[0] == []
+    assert records.deleted_between("account", before, after)[0] == []
+
+
 def drain(records: HubSpotRecords, object: str, limit: int) -> list[str]:
     seen: list[str] = []
     cursor = None

@@ -520,12 +520,14 @@ def test_latest_wins_weighs_the_erps_time_against_the_vendors_own(
     assert s.sql("SELECT count(*) FROM replicator.conflicts") == [(0,)]  # decided by time, nothing parked
 
 
-def test_salesforce_deletions_reach_the_erp_from_the_delete_log_and_our_own_are_echoes(
-    saas_two_way: Callable[..., SaasTwoWay],
+@pytest.mark.parametrize("vendor", ["hubspot", "salesforce"])
+def test_crm_deletions_reach_the_erp_by_polling_and_our_own_are_echoes(
+    saas_two_way: Callable[..., SaasTwoWay], vendor: str
 ) -> None:
     """Polling cannot select a deleted record: Salesforce's delete log ("sObject Get Deleted")
-    lists them. This test's config deletes the ERP contact of a contact deleted in Salesforce."""
-    s = saas_two_way("salesforce")
+    and HubSpot's archived records list them (HubSpot with webhooks off, the poller alone).
+    This test's config deletes the ERP contact of a contact deleted in the CRM."""
+    s = saas_two_way(vendor, webhooks=False)
     head, contacts_section = s.config_path.read_text().split("\n  contacts:\n", 1)
     assert "    crm_to_erp:\n" in contacts_section
     contacts_section = contacts_section.replace("    crm_to_erp:\n", "    crm_to_erp:\n      delete: delete\n", 1)
@@ -533,32 +535,38 @@ def test_salesforce_deletions_reach_the_erp_from_the_delete_log_and_our_own_are_
     s.start()
     s.wait_backfilled()
     s.settled()
-    contacts = _salesforce_ids(s, "Contact")
-    writes = s.erp_writes()
-    polled = s.metric("replicator_crm_polled_total", crm="salesforce", object="contact")
-    # A Salesforce user deletes one contact while the ERP deletes another (which the replicator
-    # then deletes in Salesforce, so the delete log lists both).
     sink = cast(Any, s.sink)
-    user_delete = sink.client.request("DELETE", "Contact", f"{sink.api}/sobjects/Contact/{contacts['CONT-8']}")
+    if vendor == "hubspot":
+        resource, path = "contacts", f"/crm/v3/objects/contacts/{_hubspot_ids(s, 'contacts')['CONT-8']}"
+    else:
+        resource, path = "Contact", f"{sink.api}/sobjects/Contact/{_salesforce_ids(s, 'Contact')['CONT-8']}"
+    writes = s.erp_writes()
+    polled = s.metric("replicator_crm_polled_total", crm=vendor, object="contact")
+    # A CRM user deletes one contact while the ERP deletes another (which the replicator then
+    # deletes in the CRM, so the CRM lists both deletions).
+    user_delete = sink.client.request("DELETE", resource, path)
     assert user_delete.status_code == 204, user_delete.text
     s.erp("DELETE FROM contacts WHERE id = 9")
-    # The log answers by whole minutes: a deletion is listed within about a minute.
+    # Salesforce's log answers by whole minutes: a deletion is listed within about a minute.
     s.wait_for(
-        "the contact deleted in Salesforce gone from the ERP",
+        "the contact deleted in the CRM gone from the ERP",
         lambda: s.erp("SELECT count(*) FROM contacts WHERE id = 8") == [(0,)],
         150,
     )
     s.wait_for(
-        "both deletions read from the delete log",
-        lambda: s.metric("replicator_crm_polled_total", crm="salesforce", object="contact") - polled >= 2,
+        "both deletions polled",
+        lambda: s.metric("replicator_crm_polled_total", crm=vendor, object="contact") - polled >= 2,
         150,
     )
     s.settled()
-    time.sleep(3)  # more polls over the same minutes: each deletion is notified once
+    time.sleep(3)  # more polls over the same window: each deletion is notified once
     s.settled()
-    assert s.metric("replicator_crm_polled_total", crm="salesforce", object="contact") - polled == 2
+    assert s.metric("replicator_crm_polled_total", crm=vendor, object="contact") - polled == 2
     assert s.erp_writes() - writes == 1, s.metric_lines("erp_writes", "echoes", "polled")  # only contact 8
-    gone = {r["ERP_Id__c"] for r in s.sandbox_records("Contact") if r["IsDeleted"]}
+    if vendor == "hubspot":
+        gone = {r["properties"].get("erp_id") for r in s.sandbox_records("contacts") if r["archived"]}
+    else:
+        gone = {r["ERP_Id__c"] for r in s.sandbox_records("Contact") if r["IsDeleted"]}
     assert {"CONT-8", "CONT-9"} <= gone
     assert s.erp("SELECT count(*) FROM contacts WHERE id IN (8, 9)") == [(0,)]
     assert s.sql("SELECT count(*) FROM replicator.dead_letters WHERE status = 'open'") == [(0,)]

@@ -273,21 +273,26 @@ class HubSpotSink:
             yield from self._list(object, archived)
 
     def _list(self, object: str, archived: bool) -> Iterator[dict[str, Any]]:
+        params = {"properties": ",".join(self.read_properties(object)), **self._association_param(object)}
+        for raw in self._pages(object, archived, params):
+            yield self.flatten(object, raw, self._embedded_parents(raw))
+
+    def archived_records(self, object: str) -> Iterator[tuple[str, str | None]]:
+        """(id, archivedAt) of every archived record of ``object`` (HubSpot keeps them 90 days)."""
+        for raw in self._pages(object, True, {"properties": self.id_property}):
+            yield str(raw["id"]), raw.get("archivedAt")
+
+    def _pages(self, object: str, archived: bool, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """``GET /crm/v3/objects/{type}`` page by page: the raw results."""
         type_ = object_type(object)
         after: str | None = None
         while True:
-            params: dict[str, Any] = {
-                "limit": PAGE,
-                "archived": str(archived).lower(),
-                "properties": ",".join(self.read_properties(object)),
-                **self._association_param(object),
-            }
+            page: dict[str, Any] = {"limit": PAGE, "archived": str(archived).lower(), **params}
             if after:
-                params["after"] = after
-            resp = self.client.request("GET", type_, f"/crm/v3/objects/{type_}", params=params)
+                page["after"] = after
+            resp = self.client.request("GET", type_, f"/crm/v3/objects/{type_}", params=page)
             data = self.client.expect_json(resp, f"list {object}")
-            for raw in data.get("results") or []:
-                yield self.flatten(object, raw, self._embedded_parents(raw))
+            yield from data.get("results") or []
             after = ((data.get("paging") or {}).get("next") or {}).get("after")
             if not after:
                 return

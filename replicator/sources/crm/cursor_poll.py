@@ -12,15 +12,14 @@ Ties are the connector's job: `changes_after` answers records strictly after the
 through by id, and a page can never answer the same record twice. A connector that breaks
 that promise would make the poller loop; the poller refuses such a page instead.
 
-A modification-time cursor does not see deletions. A connector that keeps a delete log
-(Salesforce's "sObject Get Deleted") offers `deleted_between`: each poll then also reads the
-log from the last window's end (less the lookback) to now, and each deletion becomes a
-`poll.deleted` notification whose delivery id holds the deletion time, so overlapping windows
-add it once. The log's answer says where it stopped (`latestDateCovered`); the next window
-starts there. Salesforce keeps 15 days of it: after a longer outage the older deletions are
-gone from the log, and `reconcile` shows them only as records missing from the CRM (a
-warning says so). Elsewhere (HubSpot),
-deletion webhooks and `reconcile` cover deletions.
+A modification-time cursor does not see deletions. A connector that can list them
+(Salesforce's delete log, "sObject Get Deleted"; HubSpot's archived records) offers
+`deleted_between`: each poll then also reads them from the last window's end (less the
+lookback) to now, and each deletion becomes a `poll.deleted` notification whose delivery id
+holds the deletion time, so overlapping windows add it once. The answer says where it stopped
+(Salesforce's `latestDateCovered`); the next window starts there. Salesforce keeps 15 days
+of deletions, HubSpot 90: after a longer outage the older ones are gone, and `reconcile`
+shows them only as records missing from the CRM (a warning says so).
 """
 
 from __future__ import annotations
@@ -37,11 +36,8 @@ log = structlog.get_logger()
 
 Cursor = tuple[datetime, str]
 
-# Salesforce's delete log: 15 days kept (a little less asked, so a slow call is not refused),
-# seconds ignored, and a window of more than one minute required. Two minutes is the least
-# window that stays over one minute once both ends lose their seconds.
-DELETE_LOG = timedelta(days=15) - timedelta(minutes=10)
-MIN_DELETE_WINDOW = timedelta(minutes=2)
+# Asked a little inside what a delete log keeps, so a slow call is not refused.
+_KEPT_MARGIN = timedelta(minutes=10)
 
 
 class ChangedRecords(Protocol):
@@ -52,6 +48,9 @@ class ChangedRecords(Protocol):
 
 @runtime_checkable
 class DeletionLog(Protocol):
+    deletions_kept: timedelta  # how far back the CRM lists deletions
+    deletions_min_window: timedelta  # the shortest window it answers
+
     def deleted_between(
         self, object: str, start: datetime, end: datetime
     ) -> tuple[list[tuple[str, datetime]], datetime]: ...
@@ -110,8 +109,9 @@ class CursorPoller(PollLoop):
         saved = self._checkpoint(object, stream)
         end = datetime.now(UTC)
         start = (datetime.fromisoformat(saved) if saved else end) - self.lookback
-        start = min(start, end - MIN_DELETE_WINDOW)
-        if start < end - DELETE_LOG:
+        start = min(start, end - deletions.deletions_min_window)
+        oldest = end - deletions.deletions_kept + _KEPT_MARGIN
+        if start < oldest:
             log.warning(
                 "deletions older than the CRM's delete log keeps are no longer listed; `replicator reconcile` "
                 "shows them as records missing from the CRM",
@@ -119,7 +119,7 @@ class CursorPoller(PollLoop):
                 object=object,
                 since=start.isoformat(),
             )
-            start = end - DELETE_LOG
+            start = oldest
         found, covered = deletions.deleted_between(object, start, end)
         added = 0
         for record_id, at in found:

@@ -93,6 +93,22 @@ class HubSpotRecords:
     def record_id(self, record: dict[str, Any]) -> str:
         return str(record["id"])
 
+    # Deleted records stay listed as archived for 90 days ("Restore deleted records"); the list
+    # cannot be filtered by archive time, so every poll reads all of them, 100 per request.
+    deletions_kept = timedelta(days=90)
+    deletions_min_window = timedelta(0)
+
+    def deleted_between(
+        self, object: str, start: datetime, end: datetime
+    ) -> tuple[list[tuple[str, datetime]], datetime]:
+        """Records archived in [start, end), oldest first, and `end`: the list is complete up to it."""
+        found = []
+        for record_id, archived_at in self.sink.archived_records(object):
+            at = parse_modified(archived_at)
+            if at is not None and start <= at < end:
+                found.append((at, record_id))
+        return [(record_id, at) for at, record_id in sorted(found)], end
+
     def iter_records(self, object: str) -> Iterator[dict[str, Any]]:
         return self.sink.iter_records(object)
 

@@ -22,7 +22,7 @@ Deleted"), which the poller reads for the same objects (see `cursor_poll`).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from replicator.sinks.base import CrmError
@@ -77,6 +77,11 @@ class SalesforceRecords:
                 fields=["Id", MODSTAMP, self.sink.field],
             )
         )
+
+    # "sObject Get Deleted": 15 days of deletions, a window of more than one minute, seconds
+    # ignored (two minutes stay over one once both ends lose their seconds).
+    deletions_kept = timedelta(days=15)
+    deletions_min_window = timedelta(minutes=2)
 
     def deleted_between(
         self, object: str, start: datetime, end: datetime

@@ -213,3 +213,22 @@ def test_after_an_outage_longer_than_the_delete_log_the_window_starts_where_the_
     finally:
         poller.close()
         inbox.close()
+
+
+def test_a_failing_deletion_listing_holds_back_no_changes(state: str) -> None:
+    class Refusing(DeletingCrm):
+        def deleted_between(
+            self, object: str, start: datetime, end: datetime
+        ) -> tuple[list[tuple[str, datetime]], datetime]:
+            raise RuntimeError("INVALID_REPLICATION_DATE")
+
+    crm = Refusing()
+    crm.touch("a", T0)
+    inbox = Inbox(state)
+    poller = CursorPoller("fake", inbox, crm, state, objects=["account", "contact"], interval_s=1, lookback_s=0)
+    try:
+        assert poller.poll_once() == 2  # "a" under both objects: the second is polled after the first's failure
+        assert poller.cursor("contact") == (T0, "a")
+    finally:
+        poller.close()
+        inbox.close()

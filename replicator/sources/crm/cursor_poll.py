@@ -101,7 +101,15 @@ class CursorPoller(PollLoop):
     def _poll_object(self, object: str) -> int:
         added = self._poll_changes(object)
         if isinstance(self.records, DeletionLog):
-            added += self._poll_deletions(object, self.records)
+            try:
+                added += self._poll_deletions(object, self.records)
+            except Exception as exc:  # the next objects' changes must still be polled
+                log.warning(
+                    "crm deletion poll failed; trying again at the next interval",
+                    crm=self.crm,
+                    object=object,
+                    error=str(exc),
+                )
         return added
 
     def _poll_deletions(self, object: str, deletions: DeletionLog) -> int:

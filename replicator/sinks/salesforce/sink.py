@@ -68,20 +68,18 @@ SOBJECTS: dict[str, str] = {
 ACTIVE_FLAG: dict[str, str] = {"Product2": "IsActive"}
 COLLECTION_MAX = 200
 LOOKUP_BATCH = 100  # external ids per SOQL IN (): keeps the query URL short
-
-
 # External ids that can go into a URL path as they are; others are looked up with SOQL.
 # At least one character is not a dot: "." and ".." are path segments URLs resolve away
 # (RFC 3986, "Remove Dot Segments"), which would read another resource.
+_PATH_SAFE = re.compile(r"[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
+
+Indexed = list[tuple[int, Result]]
+
+
 def _iso_utc(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError(f"{moment!r} has no time zone; pass an aware datetime")
     return moment.astimezone(UTC).isoformat(timespec="seconds")
-
-
-_PATH_SAFE = re.compile(r"[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
-
-Indexed = list[tuple[int, Result]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--two-way",
         action="store_true",
-        help="also CRM -> ERP: BottleCRM webhooks (Celery + Redis) and the two-way sample configuration",
+        help="also CRM -> ERP with the two-way sample configuration: BottleCRM webhooks (Celery + Redis), "
+        "HubSpot sandbox webhooks, Salesforce sandbox polling",
     )
     parser.add_argument(
         "--crm",
@@ -157,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".state" / "quickstart")
     args = parser.parse_args(argv)
-    if args.crm != "bottlecrm" and args.two_way:
-        parser.error("--two-way runs on BottleCRM; the sandboxes' CRM -> ERP feeds are covered by the tests")
     shutil.rmtree(args.state_dir, ignore_errors=True)
     args.state_dir.mkdir(parents=True)
     if args.crm != "bottlecrm":

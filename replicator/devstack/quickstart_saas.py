@@ -5,6 +5,10 @@ the vendor's API (replicator/sandbox/), served from this process with the vendor
 limit, and the replicator runs the vendor's sample mapping (examples/erp/replicator-<crm>.yaml)
 as a separate process. It syncs, times a few live ERP changes until the sandbox holds them,
 reconciles every sample row against the sandbox and prints what the API budget did.
+
+`--two-way` runs the vendor's two-way sample (replicator-<crm>-two-way.yaml) instead: the
+HubSpot sandbox then sends signed webhooks to the replicator, the Salesforce one is polled
+every second, and a CRM user's edits are timed until the ERP shows them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from rich.console import Console
 
 from replicator.devstack.postgres import free_port, start_cluster
 from replicator.devstack.quickstart_erp import QuickErp, start_erp, write_config
+from replicator.devstack.quickstart_saas_two_way import UserEdit, run_saas_two_way
 from replicator.devstack.replicator_process import (
     cli,
     erp_env,
@@ -40,14 +45,31 @@ class SaasCrm:
     name: str
     title: str
     env: Callable[[Running], dict[str, str]]
-    start: Callable[[], Running]
+    start: Callable[[str | None], Running]  # the replicator's webhook URL (two-way), or None
     sink: Callable[[Running], Any]
     # (description, ERP statement, object, external id, field, expected value)
     edits: tuple[tuple[str, str, str, str, str, str], ...]
+    # Two-way: the feed's settings by the replicator's metrics port, how it is described,
+    # (external id, record id) of a sandbox record, and a CRM user's edits.
+    two_way_env: Callable[[int], dict[str, str]]
+    feed: str
+    external_id_of: Callable[[dict[str, Any]], tuple[str | None, str]]
+    user_edits: tuple[UserEdit, ...]
+
+
+WEBSITE_SQL = "SELECT website, industry FROM customers WHERE id = 4"
+CONTACT_SQL = "SELECT first_name, job_title FROM contacts WHERE id = 5"
 
 
 def _hubspot() -> SaasCrm:
     from replicator.sandbox.hubspot import HubSpotSandbox
+
+    secret = "quickstart-client-secret"
+
+    def start(webhook_url: str | None) -> Running:
+        # A private app's documented limit: 190 requests per rolling 10 s.
+        limits = Limits(burst=190, window_s=10.0, daily=650_000)
+        return serve(HubSpotSandbox(limits=limits, webhook_url=webhook_url, client_secret=secret))
 
     def sink(running: Running) -> Any:
         from replicator.sinks.hubspot import HubSpotSink
@@ -60,8 +82,7 @@ def _hubspot() -> SaasCrm:
         name="hubspot",
         title="HubSpot sandbox",
         env=lambda r: {"HUBSPOT_URL": r.url, "HUBSPOT_TOKEN": "pat-sandbox"},
-        # A private app's documented limit: 190 requests per rolling 10 s.
-        start=lambda: serve(HubSpotSandbox(limits=Limits(burst=190, window_s=10.0, daily=650_000))),
+        start=start,
         sink=sink,
         edits=(
             (
@@ -89,6 +110,30 @@ def _hubspot() -> SaasCrm:
                 "Head of Ops",
             ),
         ),
+        two_way_env=lambda port: {
+            "HUBSPOT_CLIENT_SECRET": secret,
+            "HUBSPOT_WEBHOOK_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        },
+        feed="signed webhook",
+        external_id_of=lambda r: (r["properties"].get("erp_id"), str(r["id"])),
+        user_edits=(
+            UserEdit(
+                "company website + industry",
+                "companies",
+                "CUST-4",
+                {"properties": {"website": "https://quickstart-hubspot.example", "industry": "FINANCIAL_SERVICES"}},
+                WEBSITE_SQL,
+                ("https://quickstart-hubspot.example", "FIN"),
+            ),
+            UserEdit(
+                "contact first name + job title",
+                "contacts",
+                "CONT-5",
+                {"properties": {"firstname": "Ada", "jobtitle": "Chief of Hubs"}},
+                CONTACT_SQL,
+                ("Ada", "Chief of Hubs"),
+            ),
+        ),
     )
 
 
@@ -110,7 +155,7 @@ def _salesforce() -> SaasCrm:
             # The sample is small: let the initial load go through Bulk API 2.0 all the same.
             "SALESFORCE_BULK_THRESHOLD": "20",
         },
-        start=lambda: serve(SalesforceSandbox()),
+        start=lambda _webhook_url: serve(SalesforceSandbox()),
         sink=sink,
         edits=(
             (
@@ -138,15 +183,37 @@ def _salesforce() -> SaasCrm:
                 "Head of Ops",
             ),
         ),
+        two_way_env=lambda _port: {"SALESFORCE_POLL_INTERVAL_S": "1", "SALESFORCE_POLL_LOOKBACK_S": "5"},
+        feed="poll every 1 s",
+        external_id_of=lambda r: (r.get("ERP_Id__c"), str(r["Id"])),
+        user_edits=(
+            UserEdit(
+                "account website + industry",
+                "Account",
+                "CUST-4",
+                {"Website": "https://quickstart-salesforce.example", "Industry": "Finance"},
+                WEBSITE_SQL,
+                ("https://quickstart-salesforce.example", "FIN"),
+            ),
+            UserEdit(
+                "contact first name + title",
+                "Contact",
+                "CONT-5",
+                {"FirstName": "Ada", "Title": "Chief of Clouds"},
+                CONTACT_SQL,
+                ("Ada", "Chief of Clouds"),
+            ),
+        ),
     )
 
 
 CRMS: dict[str, Callable[[], SaasCrm]] = {"hubspot": _hubspot, "salesforce": _salesforce}
 
 
-def _config(erp: QuickErp, crm: SaasCrm, workdir: Path) -> Path:
+def _config(erp: QuickErp, crm: SaasCrm, workdir: Path, two_way: bool) -> Path:
     """The ERP run's configuration with the vendor's CRM section and mappings."""
-    sample = yaml.safe_load((EXAMPLE / f"replicator-{crm.name}.yaml").read_text())
+    name = f"replicator-{crm.name}-two-way.yaml" if two_way else f"replicator-{crm.name}.yaml"
+    sample = yaml.safe_load((EXAMPLE / name).read_text())
     return write_config(erp.config, workdir, {"crm": sample["crm"], "mappings": sample["mappings"]})
 
 
@@ -184,25 +251,27 @@ def _live_edits(erp: QuickErp, crm: SaasCrm, running: Running, say: Callable[[st
 
 def run_saas(args: Any, console: Console) -> int:
     crm = CRMS[args.crm]()
+    two_way = bool(getattr(args, "two_way", False))
+    steps = 6 if two_way else 5
     started = time.monotonic()
     with ExitStack() as stack:
-        console.print(f"[bold]1/5[/] the sample ERP on {args.erp}, read by the {args.source} source")
+        console.print(f"[bold]1/{steps}[/] the sample ERP on {args.erp}, read by the {args.source} source")
         cluster = start_cluster(args.state_dir / "pg")
         stack.callback(cluster.destroy)
         erp = start_erp(args.erp, args.source, cluster, args.state_dir / "erp", stack, console.print)
 
-        console.print(f"[bold]2/5[/] the {crm.title} (the vendor's API contract, served from this process)")
-        running = crm.start()
+        console.print(f"[bold]2/{steps}[/] the {crm.title} (the vendor's API contract, served from this process)")
+        metrics_port = free_port()
+        running = crm.start(f"http://127.0.0.1:{metrics_port}/webhooks/{crm.name}" if two_way else None)
         stack.callback(running.stop)
         console.print(f"      API at {running.url}; what it holds: {running.url}/__sandbox/objects/<object>")
 
-        metrics_port = free_port()
-        env = {**erp_env(erp, metrics_port), **crm.env(running)}
-        config = _config(erp, crm, args.state_dir / "erp")
-        console.print(f"[bold]3/5[/] replicator setup --config {config}")
+        env = {**erp_env(erp, metrics_port), **crm.env(running), **(crm.two_way_env(metrics_port) if two_way else {})}
+        config = _config(erp, crm, args.state_dir / "erp", two_way)
+        console.print(f"[bold]3/{steps}[/] replicator setup --config {config}")
         cli(["setup", "--config", str(config)], env, check=True)
 
-        console.print("[bold]4/5[/] replicator run (initial load, then streaming)")
+        console.print(f"[bold]4/{steps}[/] replicator run (initial load, then streaming)")
         log = open(args.state_dir / "replicator.log", "w")  # noqa: SIM115 - lives as long as the process
         stack.callback(log.close)
         proc = spawn(["run"], config, env, log)
@@ -217,9 +286,13 @@ def run_saas(args: Any, console: Console) -> int:
                 waiting_for="finish its initial load",
             )
             console.print(f"      initial load done in {time.monotonic() - started:.0f} s")
-            console.print(f"[bold]5/5[/] live changes: ERP commit -> visible in the {crm.title}")
+            console.print(f"[bold]5/{steps}[/] live changes: ERP commit -> visible in the {crm.title}")
             _live_edits(erp, crm, running, console.print)
             wait_healthy_and_idle(metrics_port, proc, 60)
+            if two_way:
+                console.print(f"[bold]6/{steps}[/] CRM user edits: {crm.title} -> {crm.feed} -> visible in the ERP")
+                run_saas_two_way(erp, running, crm.external_id_of, crm.user_edits, metrics_port, console.print)
+                wait_healthy_and_idle(metrics_port, proc, 60)
         except (RuntimeError, TimeoutError) as exc:
             console.print(f"[red]FAILED[/]: {exc}; replicator log in {args.state_dir}/replicator.log")
             return 1

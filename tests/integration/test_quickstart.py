@@ -96,3 +96,19 @@ def _quickstart(args: list[str], tmp_path: Path) -> tuple[str, str]:
     detail = out[-4000:] + ("\n--- replicator.log:\n" + log.read_text()[-4000:] if log.exists() else "")
     assert run.returncode == 0, detail
     return out, detail
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--crm", "hubspot"], ["--crm", "salesforce", "--erp", "mariadb"]],
+    ids=["hubspot-webhooks-postgres", "salesforce-polling-mariadb"],
+)
+def test_quickstart_two_way_against_a_vendor_sandbox(args: list[str], tmp_path: Path) -> None:
+    out, detail = _quickstart(["--two-way", *args], tmp_path)
+    assert "holds every sample row exactly as mapped" in out, detail
+    # Each user edit is waited for in the ERP, and the run must go quiet with one write per edit.
+    for step in ("website + industry", "contact first name +", "one ERP write per edit, none in quiet  2 writes"):
+        assert step in out, detail
+    assert "FAILED" not in out and ", 0 of them over its rate limit" in out, detail
+    config = (tmp_path / "erp" / "replicator.yaml").read_text()
+    assert ("webhooks:" if "hubspot" in args else "lookback_s:") in config, config

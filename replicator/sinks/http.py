@@ -1,5 +1,5 @@
 """What the CRM clients share over HTTP: the pooled client, JSON bodies, ``Retry-After``,
-the shared budget's refusal, and one timed, counted exchange.
+the shared budget's refusal, one timed, counted exchange, and that exchange through the budget.
 
 ``Retry-After`` is seconds or an HTTP date (RFC 9110, section 10.2.3). What differs per
 vendor (authentication, rate-limit headers, error classification) stays in each client.
@@ -18,7 +18,7 @@ from uuid import UUID
 
 import httpx
 
-from replicator.ops.metrics import CRM_REQUEST_SECONDS, CRM_RESPONSES
+from replicator.ops.metrics import CRM_API_DAILY_LIMIT, CRM_API_DAILY_USED, CRM_REQUEST_SECONDS, CRM_RESPONSES
 from replicator.sinks.base import CrmError, Outcome, Result
 from replicator.state.budget import Budget, BudgetExhausted, Priority
 
@@ -86,6 +86,35 @@ def acquire(budget: Budget, priority: Priority, what: str) -> None:
                 error=f"{what}: the CRM API budget is exhausted, retry in {exc.retry_after:.0f}s",
             )
         ) from exc
+
+
+def budgeted(
+    budget: Budget,
+    priority: Priority,
+    what: str,
+    crm: str,
+    exchange: Callable[[], httpx.Response],
+    *,
+    pause: Callable[[httpx.Response], float | None],
+    daily: Callable[[httpx.Response], tuple[float, float] | None],
+) -> httpx.Response:
+    """One exchange through the shared budget: take a call, make it, report its status with the
+    pause the CRM asked for (`pause`), and pass on the credential's daily (used, limit) the answer
+    carries (`daily`) to the budget and the gauges. No answer raises CrmError(TRANSIENT)."""
+    acquire(budget, priority, what)
+    try:
+        resp = exchange()
+    except CrmError:
+        budget.report(0, None)  # no answer: says nothing of the limit, reported like any exchange
+        raise
+    budget.report(resp.status_code, pause(resp))
+    usage = daily(resp)
+    if usage is not None:
+        used, limit = usage
+        CRM_API_DAILY_USED.labels(crm).set(used)
+        CRM_API_DAILY_LIMIT.labels(crm).set(limit)
+        budget.observe_daily(int(used))
+    return resp
 
 
 def send(

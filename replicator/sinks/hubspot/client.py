@@ -16,9 +16,8 @@ from typing import Any
 
 import httpx
 
-from replicator.ops.metrics import CRM_API_DAILY_LIMIT, CRM_API_DAILY_USED
 from replicator.sinks.base import CrmError, Outcome, Result
-from replicator.sinks.http import acquire, expect_json, pooled_client, send_json
+from replicator.sinks.http import budgeted, expect_json, pooled_client, send_json
 from replicator.sinks.http import retry_after as parse_retry_after
 from replicator.state.budget import Budget, Priority
 
@@ -60,6 +59,15 @@ def _float_header(resp: httpx.Response, name: str) -> float | None:
         return float(raw)
     except ValueError:
         return None
+
+
+def daily_usage(resp: httpx.Response) -> tuple[float, float] | None:
+    """(used, limit) of the account's daily quota from ``X-HubSpot-RateLimit-Daily[-Remaining]``."""
+    limit = _float_header(resp, "X-HubSpot-RateLimit-Daily")
+    remaining = _float_header(resp, "X-HubSpot-RateLimit-Daily-Remaining")
+    if limit is None or remaining is None:
+        return None
+    return max(limit - remaining, 0.0), limit
 
 
 def retry_after(resp: httpx.Response) -> float | None:
@@ -143,25 +151,15 @@ class HubSpotClient:
         body: Any = None,
     ) -> httpx.Response:
         """Send one request; an exhausted budget and transport failures raise CrmError(TRANSIENT)."""
-        acquire(self.budget, self._priority(), f"{method} {path}")
-        try:
-            resp = send_json(self.http, CRM, "HubSpot", method, resource, path, params=params, body=body)
-        except CrmError:
-            self.budget.report(0, None)  # no answer: says nothing of the limit, reported like any exchange
-            raise
-        self.budget.report(resp.status_code, retry_after(resp) if resp.status_code in (429, 503) else None)
-        self._note_daily(resp)
-        return resp
-
-    def _note_daily(self, resp: httpx.Response) -> None:
-        limit = _float_header(resp, "X-HubSpot-RateLimit-Daily")
-        remaining = _float_header(resp, "X-HubSpot-RateLimit-Daily-Remaining")
-        if limit is not None:
-            CRM_API_DAILY_LIMIT.labels(CRM).set(limit)
-            if remaining is not None:
-                used = max(limit - remaining, 0.0)
-                CRM_API_DAILY_USED.labels(CRM).set(used)
-                self.budget.observe_daily(int(used))
+        return budgeted(
+            self.budget,
+            self._priority(),
+            f"{method} {path}",
+            CRM,
+            lambda: send_json(self.http, CRM, "HubSpot", method, resource, path, params=params, body=body),
+            pause=lambda resp: retry_after(resp) if resp.status_code in (429, 503) else None,
+            daily=daily_usage,
+        )
 
     def expect_json(self, resp: httpx.Response, what: str) -> Any:
         return expect_json(resp, what, classify)

@@ -28,9 +28,8 @@ from typing import Any
 import httpx
 import orjson
 
-from replicator.ops.metrics import CRM_API_DAILY_LIMIT, CRM_API_DAILY_USED
-from replicator.sinks.base import CrmError, Outcome, Result
-from replicator.sinks.http import acquire, expect_json, pooled_client, retry_after, send
+from replicator.sinks.base import Outcome, Result
+from replicator.sinks.http import budgeted, expect_json, pooled_client, retry_after, send
 from replicator.sinks.salesforce.auth import Credentials, Token, TokenSource
 from replicator.sinks.salesforce.headers import parse_limit_info
 from replicator.state.budget import Budget, Priority
@@ -99,6 +98,15 @@ def classify(resp: httpx.Response, what: str) -> Result:
     return Result(Outcome.PERMANENT, error=detail, status_code=code)
 
 
+def _pause(resp: httpx.Response) -> float | None:
+    """How long the org asked everyone to wait: Retry-After, or for the daily allocation's
+    403 REQUEST_LIMIT_EXCEEDED (which carries none) REQUEST_LIMIT_WAIT_S."""
+    wait = retry_after(resp)
+    if wait is None and resp.status_code == 403 and any(c == "REQUEST_LIMIT_EXCEEDED" for c, _ in error_codes(resp)):
+        return REQUEST_LIMIT_WAIT_S
+    return wait
+
+
 def _invalid_session(resp: httpx.Response) -> bool:
     return resp.status_code == 401 and any(c == "INVALID_SESSION_ID" for c, _ in error_codes(resp))
 
@@ -134,26 +142,15 @@ class SalesforceClient:
 
     def _send(self, method: str, url: str, resource: str, **kwargs: Any) -> httpx.Response:
         """One HTTP exchange through the budget, timed and counted; no response raises CrmError(TRANSIENT)."""
-        acquire(self.budget, self.priority, f"{method} {resource}")
-        try:
-            resp = send(self.http, CRM, method, resource, url, **kwargs)
-        except CrmError:
-            self.budget.report(0, None)  # no answer: says nothing of the limit, reported like any exchange
-            raise
-        wait = retry_after(resp)
-        if (
-            resp.status_code == 403
-            and wait is None
-            and any(c == "REQUEST_LIMIT_EXCEEDED" for c, _ in error_codes(resp))
-        ):
-            wait = REQUEST_LIMIT_WAIT_S
-        self.budget.report(resp.status_code, wait)
-        usage = parse_limit_info(resp.headers.get("Sforce-Limit-Info"))
-        if usage is not None:
-            CRM_API_DAILY_USED.labels(CRM).set(usage[0])
-            CRM_API_DAILY_LIMIT.labels(CRM).set(usage[1])
-            self.budget.observe_daily(usage[0])
-        return resp
+        return budgeted(
+            self.budget,
+            self.priority,
+            f"{method} {resource}",
+            CRM,
+            lambda: send(self.http, CRM, method, resource, url, **kwargs),
+            pause=_pause,
+            daily=lambda resp: parse_limit_info(resp.headers.get("Sforce-Limit-Info")),
+        )
 
     def _post_form(self, url: str, form: dict[str, str]) -> httpx.Response:
         return self._send("POST", url, "oauth_token", data=form, headers={"Accept": "application/json"})

@@ -1,8 +1,8 @@
-"""Reading the modification times CRMs answer with."""
+"""Reading the modification times CRMs answer with, and writing times the way they read them."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -19,3 +19,10 @@ def parse_aware_datetime(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else None
+
+
+def utc_ms(value: datetime) -> str:
+    """``2026-12-05T14:20:35.000Z``: UTC with milliseconds, as Salesforce keeps times (finer digits
+    are cut off). A naive time is taken as UTC already."""
+    utc = value.astimezone(UTC) if value.tzinfo else value
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"

@@ -18,9 +18,11 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+
+from replicator.sinks.timestamps import utc_ms
 
 NULL = "#N/A"
 _QUOTE_WHEN = frozenset(',"\n\r')
@@ -33,8 +35,7 @@ def cell(value: Any) -> str:
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, datetime):
-        utc = value.astimezone(UTC) if value.tzinfo else value
-        text = utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+        text = utc_ms(value)
     elif isinstance(value, date):
         text = value.isoformat()
     elif isinstance(value, float):

@@ -8,12 +8,13 @@ Status codes are the StatusCode list of the SOAP API Developer Guide.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from replicator.sinks.base import Outcome, Result
 from replicator.sinks.salesforce.client import TRANSIENT_CODES
+from replicator.sinks.timestamps import utc_ms
 
 # A delete or archive by id of a record that is already gone has done its job: in the Recycle
 # Bin (ENTITY_IS_DELETED), or purged, so the id resolves to nothing (the only reference such
@@ -26,8 +27,7 @@ def json_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, datetime):
-        utc = value.astimezone(UTC) if value.tzinfo else value
-        return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+        return utc_ms(value)
     return value
 
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from replicator.sinks.timestamps import parse_aware_datetime
+from replicator.sinks.timestamps import parse_aware_datetime, utc_ms
 
 _ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _NEEDS_ESCAPE = re.compile(r"[\\'\n\r\t]")
@@ -43,8 +43,7 @@ def datetime_literal(value: datetime) -> str:
     cut, like keyset paging, handle it themselves)."""
     if value.tzinfo is None:
         raise ValueError(f"datetime {value!r} has no time zone; SOQL needs an absolute time")
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return utc_ms(value)
 
 
 def literal(value: Any) -> str:

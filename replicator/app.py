@@ -91,7 +91,7 @@ def open_reader(config: Config) -> RowReader:
 
 def make_budget(config: Config) -> Any:
     """The CRM credential's API budget: shared through the state store by every process using it."""
-    from replicator.state.budget import BudgetLimits, SharedBudget, UnlimitedBudget, budget_key
+    from replicator.state.budget import BudgetLimits, LocalBudget, SharedBudget, UnlimitedBudget, budget_key
 
     crm = config.crm
     if not isinstance(crm, HubSpotConfig | SalesforceConfig):
@@ -102,12 +102,10 @@ def make_budget(config: Config) -> Any:
     identity = (
         (crm.url, crm.token.get_secret_value()) if isinstance(crm, HubSpotConfig) else (crm.login_url, crm.client_id)
     )
-    return SharedBudget(
-        config.state_dsn if limits.shared else None,
-        budget_key(crm.kind, *identity),
-        BudgetLimits(burst=limits.burst, window_s=limits.window_s, daily=limits.daily),
-        crm=crm.kind,
-    )
+    budget_limits = BudgetLimits(burst=limits.burst, window_s=limits.window_s, daily=limits.daily)
+    if not limits.shared:
+        return LocalBudget(budget_limits, crm=crm.kind)
+    return SharedBudget(config.state_dsn, budget_key(crm.kind, *identity), budget_limits, crm=crm.kind)
 
 
 def mapped_crm_fields(config: Config) -> dict[str, set[str]]:

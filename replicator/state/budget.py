@@ -308,13 +308,12 @@ class LocalBudget(_Gate):
 class SharedBudget(_Gate):
     """The budget of credential `key`, shared through the `replicator` schema of the state store.
 
-    Thread-safe: a sink's worker threads share one instance (and its one connection).
-    `dsn` None keeps the budget in this process only (configuration `shared: false`, for
-    a credential used by one process)."""
+    Thread-safe: a sink's worker threads share one instance (and its one connection). A
+    credential used by one process only (configuration `shared: false`) gets a LocalBudget."""
 
     def __init__(
         self,
-        dsn: str | None,
+        dsn: str,
         key: str,
         limits: BudgetLimits,
         *,
@@ -323,6 +322,7 @@ class SharedBudget(_Gate):
         sleep: Callable[[float], None] = time.sleep,
         margin_s: float | None = None,
     ) -> None:
-        store: BudgetStore = MemoryStore(clock) if dsn is None else PostgresStore(dsn, key, crm, clock)
-        super().__init__(store, limits, crm=crm, clock=clock, sleep=sleep, margin_s=margin_s)
+        super().__init__(
+            PostgresStore(dsn, key, crm, clock), limits, crm=crm, clock=clock, sleep=sleep, margin_s=margin_s
+        )
         self.key = key

@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from replicator.ops.metrics import REGISTRY
-from replicator.state.budget import BudgetExhausted, BudgetLimits, LocalBudget, Priority, SharedBudget, budget_key
+from replicator.state.budget import BudgetExhausted, BudgetLimits, LocalBudget, Priority, budget_key
 from replicator.state.budget_rules import (
     DAY_S,
     FACTOR_FLOOR,
@@ -343,19 +344,18 @@ def test_no_burst_limit_still_honours_the_daily_quota() -> None:
 
 
 def test_a_budget_not_shared_keeps_its_state_in_the_process() -> None:
-    clock = FakeClock()
-    budget = SharedBudget(
-        None,
-        budget_key("unit", "local"),
-        BudgetLimits(burst=3, window_s=1.0, daily=None),
-        crm="unit",
-        clock=clock,
-        sleep=clock.sleep,
-        margin_s=MARGIN,
-    )
-    for _ in range(4):
-        budget.acquire()
-    assert clock.slept == pytest.approx([1.0 + MARGIN])
+    from replicator.app import make_budget
+    from replicator.config import parse_config
+
+    text = """
+erp: {dsn: "host=127.0.0.1 port=1 dbname=x"}
+crm: {kind: hubspot, token: t, budget: {burst: 3, window_s: 1, shared: %s}}
+mappings: {customers: {table: customers, object: account, fields: {name: name}}}
+"""
+    assert isinstance(make_budget(parse_config(text % "false", "c.yaml", {})), LocalBudget)  # no state store needed
+    shared_budget = parse_config(text % "true", "c.yaml", {})
+    with pytest.raises(psycopg.OperationalError):
+        make_budget(shared_budget)  # a shared budget opens the state store at once (refused here)
 
 
 # -- the CRM's own count ----------------------------------------------------------------------

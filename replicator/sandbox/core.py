@@ -138,6 +138,9 @@ class Sandbox:
     """
 
     vendor = "sandbox"
+    # Whether `Limits.daily` is enforced here, over every request; a vendor whose daily
+    # allocation counts only some requests enforces it itself and sets this False.
+    enforces_daily = True
 
     def __init__(self, *, faults: Faults | None = None, limits: Limits | None = None) -> None:
         self.lock = threading.RLock()
@@ -272,7 +275,7 @@ class Sandbox:
         with self.lock:
             now = time.monotonic()
             self._expire(now)
-            if limits.daily is not None and len(self._daily) >= limits.daily:
+            if self.enforces_daily and limits.daily is not None and len(self._daily) >= limits.daily:
                 return self._daily[0] + 86_400 - now, True
             if limits.burst is not None and len(self._recent) >= limits.burst:
                 return self._recent[0] + limits.window_s - now, False

@@ -64,6 +64,9 @@ class SalesforceSandbox(RowsMixin, CollectionsMixin, QueryMixin, BulkApiMixin):
     """
 
     vendor = "salesforce"
+    # The org's allocation counts API calls, not OAuth token requests: `_charge` enforces it
+    # (``Limits.daily`` or `daily_allocation`), alone, so the two never count differently.
+    enforces_daily = False
 
     def __init__(
         self,
@@ -283,7 +286,7 @@ class SalesforceSandbox(RowsMixin, CollectionsMixin, QueryMixin, BulkApiMixin):
             now = time.monotonic()
             self._expire_usage(now)
             if len(self._usage) >= self.allocation():
-                self.count("limited_allocation")
+                self.count("limited_daily")  # the daily allocation, as the core names it
                 raise SalesforceError("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", 403)
             self._usage.append(now)
 

@@ -41,7 +41,7 @@ DAILY_BUCKET_S = 60
 # scheduled and take the lock on a loaded host, short enough that a crashed waiter does not
 # hold backfill up for noticeable time.
 LIVE_GRACE_S = 0.5
-# A BACKFILL acquirer held back by a live waiter looks again this often at most.
+# A BACKFILL acquirer held back by a live waiter looks again no sooner than this.
 BACKFILL_POLL_S = 0.05
 
 
@@ -147,8 +147,11 @@ def decide(state: BudgetState, limits: BudgetLimits, now: float, priority: Prior
     if daily is not None and state.daily_used >= daily:
         return Verdict("exhausted", 0.0, f"daily quota used: {state.daily_used} of {daily} for {priority} requests")
     if priority is Priority.BACKFILL and state.live_waiters:
-        until = max(state.live_waiters.values())
-        return Verdict("wait", min(until - now, BACKFILL_POLL_S), "live requests are waiting")
+        # Look again when the first live waiter is due to be granted (its registration's planned
+        # wake-up): sooner only finds it still waiting, and each look is a transaction on the row
+        # every process shares. A waiter that died is looked past once its registration expires.
+        due = min(state.live_waiters.values()) - LIVE_GRACE_S
+        return Verdict("wait", max(BACKFILL_POLL_S, due - now), "live requests are waiting")
     allowed = window_allowance(limits, state.factor, priority)
     if allowed is None or len(state.grants) < allowed:
         return GRANT

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from replicator.ops.metrics import REGISTRY
 from replicator.state.budget import BudgetExhausted, BudgetLimits, LocalBudget, Priority, budget_key
 from replicator.state.budget_rules import (
+    BACKFILL_POLL_S,
     DAY_S,
     FACTOR_FLOOR,
     FACTOR_STEP,
+    LIVE_GRACE_S,
     BudgetState,
     daily_reopens_in,
     decide,
@@ -393,3 +395,12 @@ def test_the_crms_count_matters_only_with_a_daily_quota() -> None:
     assert foreign_added() == before
     for _ in range(5):
         budget.acquire()
+
+
+def test_backfill_held_back_by_a_live_waiter_looks_again_when_it_is_due_not_every_poll() -> None:
+    limits = BudgetLimits(burst=10, window_s=1.0, daily=None)
+    # Two live waiters, due at T0 + 0.8 and T0 + 1.6 (registrations carry the grace on top).
+    state = BudgetState(live_waiters={"a": T0 + 0.8 + LIVE_GRACE_S, "b": T0 + 1.6 + LIVE_GRACE_S})
+    assert decide(state, limits, T0, Priority.BACKFILL, MARGIN).delay == pytest.approx(0.8)
+    # Past its planned wake-up but still registered (slow, or dead): look again soon.
+    assert decide(state, limits, T0 + 0.9, Priority.BACKFILL, MARGIN).delay == pytest.approx(BACKFILL_POLL_S)

@@ -8,7 +8,7 @@ from replicator.sandbox.core import Request, Response
 
 from .errors import HubSpotError
 from .payloads import query_int, query_list
-from .records import RecordStore
+from .records import Record, RecordStore
 from .schema import OBJECT_TYPES
 from .search import MAX_PAGE, SearchError, check_limits, matches, sort_value
 
@@ -22,6 +22,18 @@ class ObjectsAPI(RecordStore):
 
     # ------------------------------------------------------------ single records and listing
 
+    def _found(self, obj: str, record_id: str, id_property: str | None, *, archived: bool = False) -> Record:
+        """The record, or HubSpot's 404 OBJECT_NOT_FOUND."""
+        rec = self._find(obj, record_id, id_property, archived=archived)
+        if rec is None:
+            raise HubSpotError(
+                f"Object not found.  objectId are usually numeric. ({OBJECT_TYPES[obj][1]} {record_id})",
+                404,
+                "OBJECT_NOT_FOUND",
+                context={"id": [record_id]},
+            )
+        return rec
+
     def get_record(self, req: Request, object_type: str, record_id: str) -> Response:
         """GET /crm/v3/objects/{objectType}/{objectId} ("Retrieve records"): ``idProperty``,
         ``properties``, ``propertiesWithHistory``, ``associations``, ``archived``; 404 OBJECT_NOT_FOUND."""
@@ -29,14 +41,7 @@ class ObjectsAPI(RecordStore):
         id_property = req.arg("idProperty")
         with self.lock:
             self._check_id_property(obj, id_property)
-            rec = self._find(obj, record_id, id_property, archived=req.arg("archived", "false") == "true")
-            if rec is None:
-                raise HubSpotError(
-                    f"Object not found.  objectId are usually numeric. ({OBJECT_TYPES[obj][1]} {record_id})",
-                    404,
-                    "OBJECT_NOT_FOUND",
-                    context={"id": [record_id]},
-                )
+            rec = self._found(obj, record_id, id_property, archived=req.arg("archived", "false") == "true")
             return Response(
                 200,
                 self._render(
@@ -74,14 +79,7 @@ class ObjectsAPI(RecordStore):
         id_property = req.arg("idProperty")
         with self.lock:
             self._check_id_property(obj, id_property)
-            rec = self._find(obj, record_id, id_property)
-            if rec is None:
-                raise HubSpotError(
-                    f"Object not found.  objectId are usually numeric. ({OBJECT_TYPES[obj][1]} {record_id})",
-                    404,
-                    "OBJECT_NOT_FOUND",
-                    context={"id": [record_id]},
-                )
+            rec = self._found(obj, record_id, id_property)
             values = self._validated(obj, body.get("properties") or {})
             clash = self._conflict(obj, values, rec.id)
             if clash is not None:

@@ -278,6 +278,15 @@ def test_daily_quota_headers_feed_the_gauges() -> None:
     assert (used, limit) == (1235.0, 500000.0)
 
 
+def seven_is_bad() -> list[Operation]:
+    """Companies 1, 5, 10 and 7; only 7 holds a bad value ("10.5" employees), whose error text
+    mentions 1, 5 and 10."""
+    return [
+        Operation("companies", "account", Action.UPSERT, ext, {"numberofemployees": "10.5" if ext == "7" else "3"})
+        for ext in ("1", "5", "10", "7")
+    ]
+
+
 def test_ids_a_message_merely_mentions_are_sent_alone_not_failed() -> None:
     # "10.5" mentions the ids 1, 5 and 10; only the record holding the bad value is at fault.
     def handler(request: httpx.Request) -> httpx.Response:
@@ -289,11 +298,7 @@ def test_ids_a_message_merely_mentions_are_sent_alone_not_failed() -> None:
         return httpx.Response(200, json={"status": "COMPLETE", "results": results})
 
     sink, _ = sink_with(handler)
-    ops = [
-        Operation("companies", "account", Action.UPSERT, ext, {"numberofemployees": "10.5" if ext == "7" else "3"})
-        for ext in ("1", "5", "10", "7")
-    ]
-    results = sink.apply(ops, NoLedger())
+    results = sink.apply(seven_is_bad(), NoLedger())
     assert [r.outcome for r in results] == [Outcome.OK, Outcome.OK, Outcome.OK, Outcome.PERMANENT]
     assert [r.crm_id for r in results[:3]] == ["91", "95", "910"]
 
@@ -310,11 +315,7 @@ def test_a_207_error_whose_context_names_no_input_is_learnt_by_sending_alone() -
         return httpx.Response(207 if errors else 200, json={"status": "COMPLETE", "results": results, "errors": errors})
 
     sink, calls = sink_with(handler)
-    ops = [
-        Operation("companies", "account", Action.UPSERT, ext, {"numberofemployees": "10.5" if ext == "7" else "3"})
-        for ext in ("1", "5", "10", "7")
-    ]
-    results = sink.apply(ops, NoLedger())
+    results = sink.apply(seven_is_bad(), NoLedger())
     assert [r.outcome for r in results] == [Outcome.OK, Outcome.OK, Outcome.OK, Outcome.PERMANENT]
     assert results[0].crm_id == "91"
     assert results[3].error is not None and "not a valid integer" in results[3].error

@@ -114,7 +114,7 @@ class CursorPoller(PollLoop):
 
     def _poll_deletions(self, object: str, deletions: DeletionLog) -> int:
         stream = f"{self.stream(object)}:deleted"
-        saved = self._checkpoint(object, stream)
+        saved = self._position(stream)
         end = datetime.now(UTC)
         start = (datetime.fromisoformat(saved) if saved else end) - self.lookback
         start = min(start, end - deletions.deletions_min_window)

@@ -58,9 +58,11 @@ class PollLoop:
     def _poll_object(self, object: str) -> int:
         raise NotImplementedError
 
-    def _checkpoint(self, object: str, stream: str | None = None) -> str | None:
-        """The position saved for `object`'s stream (or the given one), if any."""
-        stream = stream or self.stream(object)
+    def _checkpoint(self, object: str) -> str | None:
+        """The position saved for `object`'s stream, if any."""
+        return self._position(self.stream(object))
+
+    def _position(self, stream: str) -> str | None:
         for row in self._store.checkpoints():
             if row["stream"] == stream:
                 return str(row["position"])

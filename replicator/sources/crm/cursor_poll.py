@@ -91,6 +91,7 @@ class CursorPoller(PollLoop):
     ) -> None:
         super().__init__(crm, inbox, state_dsn, objects=objects, interval_s=interval_s, lookback_s=lookback_s)
         self.records = records
+        self.deletions = records if isinstance(records, DeletionLog) else None
         self.lookback = timedelta(seconds=lookback_s)
         self.page_size = page_size
 
@@ -100,9 +101,9 @@ class CursorPoller(PollLoop):
 
     def _poll_object(self, object: str) -> int:
         added = self._poll_changes(object)
-        if isinstance(self.records, DeletionLog):
+        if self.deletions is not None:
             try:
-                added += self._poll_deletions(object, self.records)
+                added += self._poll_deletions(object, self.deletions)
             except Exception as exc:  # the next objects' changes must still be polled
                 log.warning(
                     "crm deletion poll failed; trying again at the next interval",

@@ -87,16 +87,16 @@ def _backfill(
                 )
                 for i, row in enumerate(page)
             ]
-            report = processor.process(changes)
+            reports = [processor.process(changes)]
             moved = _moved_since_read(reader, entity, page, stream, done)
             if moved:
-                again = processor.process(moved)
-                report.applied += again.applied
-                report.dead_lettered += again.dead_lettered
-                report.errors.extend(again.errors)
-            for name in ("changes", "applied", "skipped", "dead_lettered", "created"):
-                setattr(total_report, name, getattr(total_report, name) + getattr(report, name))
-            total_report.errors.extend(report.errors)
+                reports.append(processor.process(moved))
+            # Rows sent again were read once: `changes` counts the rows read, the rest every outcome.
+            total_report.changes += reports[0].changes
+            for report in reports:
+                for name in ("applied", "skipped", "dead_lettered", "created"):
+                    setattr(total_report, name, getattr(total_report, name) + getattr(report, name))
+                total_report.errors.extend(report.errors)
             done += len(page)
             last_key = entity.key_of(page[-1])
             store.save_checkpoint(stream, orjson.dumps(list(last_key), default=str).decode(), done)
